@@ -1,0 +1,113 @@
+"""The one place that turns the composed config into objects (Hydra ``_target_`` instantiation)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+import fedgen
+from fedgen.errors import ConfigError, FedgenError
+from fedgen.pipeline import Experiment
+
+
+def build_experiment(
+    cfg: DictConfig,
+    *,
+    launch_dir: Path,
+    output_dir: Path,
+    sweep_dir: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Experiment:
+    """Instantiate every config group and collect what the run logs about itself."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} is not set; pass {exc.full_key}=<value>") from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid config: {exc}") from exc
+    assert isinstance(resolved, dict)
+    seed = resolved.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+    tags = {"fedgen.version": fedgen.__version__}
+    commit = _git_commit()
+    if commit:
+        tags["fedgen.git_commit"] = commit
+    if sweep_dir is not None:
+        tags["fedgen.sweep_dir"] = str(sweep_dir)
+    return Experiment(
+        seed=seed,
+        dataset=_instantiate(cfg.dataset, "dataset"),
+        federation=_instantiate(cfg.federation, "federation"),
+        model=_instantiate(cfg.model, "model"),
+        tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
+        run_name=run_name(overrides),
+        params=flatten({k: v for k, v in resolved.items() if k != "hydra"}),
+        tags=tags,
+        artifacts={
+            "config/config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+            "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(overrides))),
+        },
+        output_dir=output_dir,
+    )
+
+
+def build_tracker(cfg: DictConfig, *, launch_dir: Path, sweep_dir: Path | None) -> Any:
+    """Instantiate the ``tracking`` group with the run-time paths it needs."""
+    if cfg.tracking.get("_target_") == "fedgen.tracking.MlflowTracker":
+        return _instantiate(cfg.tracking, "tracking", launch_dir=launch_dir, sweep_dir=sweep_dir)
+    return _instantiate(cfg.tracking, "tracking")
+
+
+def _instantiate(node: Any, group: str, **runtime: Any) -> Any:
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, FedgenError):
+                raise cause from None
+            cause = cause.__cause__
+        raise ConfigError(f"cannot build `{group}` from its config: {exc}") from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid `{group}` config: {exc}") from exc
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as ``{"federation.num_clients": "5", ...}`` (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = "null" if value is None else str(value)
+    return out
+
+
+def run_name(overrides: Sequence[str]) -> str:
+    """A run's name in the MLflow UI: its command-line overrides, or ``default``."""
+    shown = [o for o in overrides if not o.startswith(("hydra.", "tracking."))]
+    return " ".join(shown) if shown else "default"
+
+
+def _git_commit() -> str | None:
+    source = Path(fedgen.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

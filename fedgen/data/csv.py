@@ -1,0 +1,87 @@
+"""A user's own cohort from a CSV file: SNP columns coded 0/1/2 and a binary label column."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedgen.errors import DataError
+from fedgen.records import Cohort
+
+
+@dataclass(frozen=True)
+class CsvCohort:
+    """Load a cohort from ``path``.
+
+    Every column except ``label_column`` and those in ``drop_columns`` is a SNP and must hold
+    0, 1 or 2 in every row; the label must be 0 or 1; nothing may be missing. The first bad cell
+    is reported with its file, row (1-based, header excluded) and column.
+    """
+
+    path: str
+    label_column: str = "label"
+    drop_columns: Sequence[str] = field(default_factory=lambda: ("sex", "ancestry_group"))
+
+    def load(self, rng: np.random.Generator) -> Cohort:
+        """Read and validate the file (``rng`` is unused: the file is the cohort)."""
+        path = Path(self.path).expanduser()
+        if not path.is_file():
+            raise DataError(
+                f"cohort file {path} does not exist; set dataset.path to an existing CSV file"
+            )
+        try:
+            with path.open(newline="") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read cohort file {path}: {exc}") from exc
+        if not rows or not rows[0]:
+            raise DataError(f"cohort file {path} is empty; it needs a header row and data rows")
+        header = [name.strip() for name in rows[0]]
+        if self.label_column not in header:
+            raise DataError(
+                f"cohort file {path} has no '{self.label_column}' column; add it or set "
+                "dataset.label_column"
+            )
+        drop = set(self.drop_columns)
+        snp_cols = [i for i, name in enumerate(header) if name != self.label_column and name not in drop]
+        if not snp_cols:
+            raise DataError(f"cohort file {path} has no SNP columns besides the label")
+        label_col = header.index(self.label_column)
+        data = rows[1:]
+        if not data:
+            raise DataError(f"cohort file {path} has a header but no data rows")
+        genotypes = np.empty((len(data), len(snp_cols)), dtype=np.int8)
+        labels = np.empty(len(data), dtype=np.int8)
+        snp_values = {"0": 0, "1": 1, "2": 2}
+        for r, row in enumerate(data):
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}, row {r + 1}: has {len(row)} fields but the header has {len(header)}"
+                )
+            label = row[label_col].strip()
+            if label not in ("0", "1"):
+                raise DataError(_bad_cell(path, r, self.label_column, label, "0 or 1"))
+            labels[r] = int(label)
+            for c, col in enumerate(snp_cols):
+                cell = row[col].strip()
+                value = snp_values.get(cell)
+                if value is None:
+                    raise DataError(_bad_cell(path, r, header[col], cell, "0, 1 or 2"))
+                genotypes[r, c] = value
+        return Cohort(
+            genotypes=genotypes,
+            labels=labels,
+            snp_names=tuple(header[i] for i in snp_cols),
+        )
+
+
+def _bad_cell(path: Path, row: int, column: str, value: str, allowed: str) -> str:
+    shown = "a missing value" if value == "" else f"'{value}'"
+    return (
+        f"{path}, row {row + 1}, column '{column}': {shown} where {allowed} is required; "
+        "fix the file (genotypes are minor-allele counts, the label is binary)"
+    )

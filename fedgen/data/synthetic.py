@@ -1,0 +1,203 @@
+"""Synthetic SNP cohorts: Hardy-Weinberg genotypes and a liability-threshold phenotype.
+
+The model, step by step (``n`` individuals, ``p`` SNPs):
+
+1. Minor-allele frequencies ``f_j ~ U(maf_low, maf_high)``.
+2. Optional ancestry: ``n_ancestry_groups`` groups of equal expected size; with the
+   Balding-Nichols model each group's frequency is ``f_kj ~ Beta(f_j (1-F)/F, (1-f_j)(1-F)/F)``
+   for ``F = fst``. The group of each individual is returned as metadata, never as a feature.
+3. Genotypes: without LD, each cell is the minor-allele count of a Hardy-Weinberg draw,
+   ``P(0) = (1-f)^2, P(1) = 2f(1-f), P(2) = f^2``, made from one uniform 16-bit integer per cell
+   compared against the two cumulative thresholds (probabilities exact to 2^-16). This costs
+   one random 16-bit word per cell: far faster than a per-cell ``rng.binomial``.
+   With ``ld_block_size > 1`` and ``ld_rho > 0``, consecutive SNPs form blocks: each of an
+   individual's two haplotypes carries a block-wide Gaussian factor, and allele ``= 1`` where
+   ``sqrt(rho) s + sqrt(1-rho) e < Phi^-1(f_j)`` (a Gaussian copula): the marginal frequency stays
+   ``f_j`` and SNPs in a block are correlated. The block of each SNP is returned as metadata.
+4. Phenotype: ``n_causal`` SNPs drawn at random get effects ``beta ~ N(0, 1)``; the genetic
+   liability ``G_std @ beta`` (standardised genotypes) is scaled to variance ``heritability``, a
+   ``N(0, 1 - heritability)`` environment term is added, and the ``prevalence`` share of
+   individuals with the highest liability are cases (label 1).
+
+With the defaults (10 causal SNPs, heritability 0.1) the largest single-SNP |Pearson r| with
+the label is about 0.05-0.15, as in the reference study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import ndtri
+
+from fedgen.errors import ConfigError
+from fedgen.records import Cohort
+
+_LEVELS = 65536.0
+_CHUNK_CELLS = 1 << 22
+
+
+@dataclass(frozen=True)
+class SyntheticCohort:
+    """A synthetic SNP cohort source; every field is a ``dataset.*`` config key."""
+
+    n_individuals: int = 20_000
+    n_snps: int = 100
+    n_causal: int = 10
+    heritability: float = 0.1
+    prevalence: float = 0.5
+    maf_low: float = 0.05
+    maf_high: float = 0.5
+    n_ancestry_groups: int = 1
+    fst: float = 0.0
+    ld_block_size: int = 1
+    ld_rho: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_individuals >= 2, "dataset.n_individuals must be at least 2"),
+            (self.n_snps >= 1, "dataset.n_snps must be at least 1"),
+            (
+                0 <= self.n_causal <= self.n_snps,
+                f"dataset.n_causal={self.n_causal} must be between 0 and dataset.n_snps="
+                f"{self.n_snps}",
+            ),
+            (0.0 <= self.heritability <= 1.0, "dataset.heritability must be in [0, 1]"),
+            (0.0 < self.prevalence < 1.0, "dataset.prevalence must be in (0, 1)"),
+            (
+                0.0 < self.maf_low <= self.maf_high <= 0.5,
+                "dataset.maf_low and dataset.maf_high must satisfy 0 < maf_low <= maf_high <= 0.5",
+            ),
+            (self.n_ancestry_groups >= 1, "dataset.n_ancestry_groups must be at least 1"),
+            (0.0 <= self.fst < 1.0, "dataset.fst must be in [0, 1)"),
+            (self.ld_block_size >= 1, "dataset.ld_block_size must be at least 1"),
+            (0.0 <= self.ld_rho < 1.0, "dataset.ld_rho must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def load(self, rng: np.random.Generator) -> Cohort:
+        """Generate the cohort from ``rng``."""
+        n, p = self.n_individuals, self.n_snps
+        maf = rng.uniform(self.maf_low, self.maf_high, size=p)
+        groups = rng.integers(0, self.n_ancestry_groups, size=n).astype(np.int8)
+        group_maf = _balding_nichols(rng, maf, self.n_ancestry_groups, self.fst)
+        blocks = np.arange(p, dtype=np.int32) // self.ld_block_size
+        with_ld = self.ld_block_size > 1 and self.ld_rho > 0.0
+        if self.n_ancestry_groups == 1 and not with_ld:
+            genotypes = hwe_genotypes(rng, maf, n)  # the common case, without a copy
+        else:
+            genotypes = np.empty((n, p), dtype=np.int8)
+            for k in range(self.n_ancestry_groups):
+                rows = np.flatnonzero(groups == k)
+                if with_ld:
+                    genotypes[rows] = _ld_genotypes(rng, group_maf[k], blocks, self.ld_rho, rows.size)
+                else:
+                    genotypes[rows] = hwe_genotypes(rng, group_maf[k], rows.size)
+        labels, causal, effects = self._phenotype(rng, genotypes)
+        metadata: dict[str, NDArray[np.generic]] = {
+            "maf": maf,
+            "causal": causal,
+            "effect": effects,
+            "ld_block": blocks,
+            "ancestry_group": groups,
+        }
+        names = tuple(f"snp_{j}" for j in range(p))
+        return Cohort(genotypes=genotypes, labels=labels, snp_names=names, metadata=metadata)
+
+    def _phenotype(
+        self, rng: np.random.Generator, genotypes: NDArray[np.int8]
+    ) -> tuple[NDArray[np.int8], NDArray[np.bool_], NDArray[np.float64]]:
+        n, p = genotypes.shape
+        causal_idx = np.sort(rng.choice(p, size=self.n_causal, replace=False))
+        beta = rng.standard_normal(self.n_causal)
+        liability = np.sqrt(1.0 - self.heritability) * rng.standard_normal(n)
+        if self.n_causal and self.heritability > 0.0:
+            g = genotypes[:, causal_idx].astype(np.float64)
+            std = g.std(axis=0)
+            g = (g - g.mean(axis=0)) / np.where(std > 0, std, 1.0)
+            genetic = g @ beta
+            scale = genetic.std()
+            if scale > 0:
+                liability += genetic * (np.sqrt(self.heritability) / scale)
+        n_cases = int(round(self.prevalence * n))
+        order = np.argsort(-liability, kind="stable")
+        labels = np.zeros(n, dtype=np.int8)
+        labels[order[:n_cases]] = 1
+        causal = np.zeros(p, dtype=bool)
+        causal[causal_idx] = True
+        effects = np.zeros(p)
+        effects[causal_idx] = beta
+        return labels, causal, effects
+
+
+def hwe_genotypes(rng: np.random.Generator, maf: NDArray[np.float64], n: int) -> NDArray[np.int8]:
+    """Draw Hardy-Weinberg genotypes.
+
+    Parameters
+    ----------
+    rng : Generator
+    maf : ndarray of float64, shape (p,)
+        Minor-allele frequency of each SNP.
+    n : int
+        Number of individuals.
+
+    Returns
+    -------
+    ndarray of int8, shape (n, p)
+        Minor-allele counts; ``P(2) = f^2``, ``P(0) = (1-f)^2`` up to 2^-16.
+    """
+    p = maf.size
+    # Cell value = (u >= t0) + (u >= t1) with u uniform on 0..65535, written as u > t - 1 so
+    # that both sides stay uint16 (no upcast temporaries); t = 65536 (probability 0) -> 65535.
+    t0 = np.clip(np.round((1.0 - maf) ** 2 * _LEVELS), 1, _LEVELS).astype(np.int64) - 1
+    t1 = np.clip(np.round((1.0 - maf**2) * _LEVELS), 1, _LEVELS).astype(np.int64) - 1
+    t0_u = t0.astype(np.uint16)
+    t1_u = t1.astype(np.uint16)
+    out = np.empty((n, p), dtype=np.int8)
+    rows_per_chunk = max(1, _CHUNK_CELLS // max(p, 1))
+    for start in range(0, n, rows_per_chunk):
+        stop = min(n, start + rows_per_chunk)
+        cells = (stop - start) * p
+        # Raw 64-bit words cut into four 16-bit ones: the cheapest uniform bits numpy offers
+        # (~3x faster than rng.integers). Little-endian order keeps the draw platform-independent.
+        raw = rng.bit_generator.random_raw(-(-cells // 4)).astype("<u8", copy=False)
+        u = raw.view("<u2")[:cells].reshape(stop - start, p)
+        block = out[start:stop]
+        np.greater(u, t0_u, out=block, casting="unsafe")
+        block += u > t1_u
+    return out
+
+
+def _balding_nichols(
+    rng: np.random.Generator, maf: NDArray[np.float64], n_groups: int, fst: float
+) -> NDArray[np.float64]:
+    """Per-group allele frequencies, shape (n_groups, p); the ancestral ones when fst == 0."""
+    if n_groups == 1 or fst == 0.0:
+        return np.broadcast_to(maf, (n_groups, maf.size)).copy()
+    a = maf * (1.0 - fst) / fst
+    b = (1.0 - maf) * (1.0 - fst) / fst
+    freq = rng.beta(a, b, size=(n_groups, maf.size))
+    # A group frequency of exactly 0 or 1 would make a monomorphic SNP in that group only.
+    return np.clip(freq, 1e-3, 1 - 1e-3)
+
+
+def _ld_genotypes(
+    rng: np.random.Generator,
+    maf: NDArray[np.float64],
+    blocks: NDArray[np.int32],
+    rho: float,
+    n: int,
+) -> NDArray[np.int8]:
+    """Genotypes with within-block correlation (Gaussian copula per haplotype), shape (n, p)."""
+    p = maf.size
+    n_blocks = int(blocks[-1]) + 1
+    cut = ndtri(maf)
+    out = np.zeros((n, p), dtype=np.int8)
+    for _ in range(2):
+        shared = rng.standard_normal((n, n_blocks))[:, blocks]
+        z = np.sqrt(rho) * shared + np.sqrt(1.0 - rho) * rng.standard_normal((n, p))
+        out += z < cut
+    return out

@@ -1,0 +1,18 @@
+"""Keep Flower and Ray quiet: fedgen prints one progress line per round instead."""
+
+import logging
+import os
+
+
+def quiet_third_party() -> None:
+    """Silence Flower's INFO chatter and stop its lines from appearing twice under Hydra.
+
+    Flower's logger has a console handler of its own and also propagates to the root logger
+    that Hydra configures, so every line would be printed twice; warnings and errors still show
+    through Flower's own handler.
+    """
+    flwr = logging.getLogger("flwr")
+    flwr.setLevel(logging.ERROR)
+    flwr.propagate = False
+    # Ray's notice that it will stop overriding *_VISIBLE_DEVICES on CPU-only runs.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

@@ -1,0 +1,103 @@
+"""Frozen records that cross module boundaries: cohort, split, federation result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A genotype cohort.
+
+    Attributes
+    ----------
+    genotypes : ndarray of int8, shape (n_individuals, n_snps)
+        Minor-allele counts 0/1/2.
+    labels : ndarray of int8, shape (n_individuals,)
+        Binary phenotype 0/1.
+    snp_names : tuple of str, length n_snps
+    metadata : dict of str to ndarray
+        Facts about individuals or SNPs that are never used as features (ancestry group per
+        individual, LD block per SNP, minor-allele frequency per SNP, causal SNP mask, ...).
+    """
+
+    genotypes: NDArray[np.int8]
+    labels: NDArray[np.int8]
+    snp_names: tuple[str, ...]
+    metadata: dict[str, NDArray[np.generic]] = field(default_factory=dict)
+
+    @property
+    def n_individuals(self) -> int:
+        return int(self.genotypes.shape[0])
+
+    @property
+    def n_snps(self) -> int:
+        return int(self.genotypes.shape[1])
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """One client's rows of the cohort: int64 index arrays ``train`` (n_train,), ``test`` (n_test,)."""
+
+    train: NDArray[np.int64]
+    test: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Split:
+    """The cohort's partition across clients, indexed by Flower partition id."""
+
+    clients: tuple[ClientSplit, ...]
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.clients)
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    """Parameters of a binary linear model: ``coef`` float64 (n_snps,), ``intercept`` float."""
+
+    coef: NDArray[np.float64]
+    intercept: float
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What an honest-but-curious server holds after one FedAvg round.
+
+    Attributes
+    ----------
+    round : int
+        1-based round number.
+    global_params : LinearParams
+        The aggregate that the server sends out after this round.
+    client_params : tuple of LinearParams
+        Each client's returned local model, by partition id.
+    client_num_examples : tuple of int
+        The sample count each client reported (FedAvg's weights), by partition id.
+    metrics : dict of str to float
+        Global-model loss and accuracy on each client's train and test rows and pooled, with
+        stable names such as ``fed/test_accuracy`` and ``fed/client_2/train_loss``.
+    """
+
+    round: int
+    global_params: LinearParams
+    client_params: tuple[LinearParams, ...]
+    client_num_examples: tuple[int, ...]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class FederationResult:
+    """Round-by-round record of one federated training run."""
+
+    initial_params: LinearParams
+    rounds: tuple[RoundRecord, ...]
+
+    @property
+    def final_params(self) -> LinearParams:
+        return self.rounds[-1].global_params if self.rounds else self.initial_params
