@@ -49,7 +49,7 @@ def build_experiment(
         model=_instantiate(cfg.model, "model"),
         tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
         run_name=run_name(overrides),
-        params=flatten({k: v for k, v in resolved.items() if k != "hydra"}),
+        params=flatten({str(k): v for k, v in resolved.items() if k != "hydra"}),
         tags=tags,
         artifacts={
             "config/config.yaml": OmegaConf.to_yaml(cfg, resolve=True),

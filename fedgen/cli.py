@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from fedgen.build import build_experiment
 from fedgen.errors import FedgenError
-from fedgen.logs import quiet_third_party
-from fedgen.pipeline import run_experiment
+from fedgen.tracking import prestart_worker
 
-log = logging.getLogger("fedgen")
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+CONFIG_PATH = "pkg://fedgen.conf"
+CONFIG_NAME = "config"
 
 
-@hydra.main(config_path="pkg://fedgen.conf", config_name="config", version_base="1.3")
 def _job(cfg: DictConfig) -> float:
+    """One Hydra job: build the experiment from ``cfg`` and run it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from fedgen.build import build_experiment
+    from fedgen.logs import quiet_third_party
+    from fedgen.pipeline import run_experiment
+
     quiet_third_party()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -42,5 +46,13 @@ def _job(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console entry point (`fedgen` and `python -m fedgen`)."""
-    _job()
+    """Console entry point (`fedgen` and `python -m fedgen`).
+
+    The MLflow process is started before anything heavy is imported here, so that its start-up
+    (MLflow and its SQL store) and ours (Hydra, scikit-learn, Flower) run side by side.
+    """
+    if not any(a in ("tracking=none", "--help", "-h", "--cfg", "-c", "--info") for a in sys.argv):
+        prestart_worker()
+    import hydra
+
+    hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()

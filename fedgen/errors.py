@@ -15,3 +15,7 @@ class DataError(FedgenError):
 
 class FederationError(FedgenError):
     """A client failed or did not reply during federated training."""
+
+
+class TrackingError(FedgenError):
+    """The tracking store could not be opened or written."""

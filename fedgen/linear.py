@@ -27,7 +27,9 @@ def check_template(template: Any) -> None:
             "scikit-learn linear classifier trained incrementally (SGDClassifier, Perceptron, ...)"
         )
     if getattr(template, "average", False):
-        raise ConfigError("model.average must be false: averaged SGD keeps state FedAvg cannot share")
+        raise ConfigError(
+            "model.average must be false: averaged SGD keeps state FedAvg cannot share"
+        )
 
 
 def fit_local(

@@ -55,8 +55,7 @@ def run_experiment(exp: Experiment) -> FederationResult:
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
         result = train_federation(cohort, split, exp.federation, exp.model, exp.seed)
-        for record in result.rounds:
-            run.log_metrics(record.metrics, step=record.round)
+        run.log_history([(r.round, r.metrics) for r in result.rounds])
         log_path = exp.output_dir / "training_log.csv"
         atomic_write_text(log_path, training_log_csv(result))
         run.log_file(log_path, "logs")

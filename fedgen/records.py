@@ -40,7 +40,7 @@ class Cohort:
 
 @dataclass(frozen=True)
 class ClientSplit:
-    """One client's rows of the cohort: int64 index arrays ``train`` (n_train,), ``test`` (n_test,)."""
+    """One client's rows: int64 index arrays ``train`` (n_train,) and ``test`` (n_test,)."""
 
     train: NDArray[np.int64]
     test: NDArray[np.int64]

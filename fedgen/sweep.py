@@ -17,7 +17,7 @@ from fedgen.tracking import FAILED, FINISHED, PARENT_RUN_FILE, MlflowTracker
 log = logging.getLogger("fedgen")
 
 
-class SweepParentRun(Callback):  # type: ignore[misc]
+class SweepParentRun(Callback):
     """Opens a parent run when a sweep starts and closes it when the sweep ends.
 
     Every job of the sweep finds the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and
@@ -38,11 +38,13 @@ class SweepParentRun(Callback):  # type: ignore[misc]
             experiment=config.tracking.experiment,
             launch_dir=Path(config.hydra.runtime.cwd),
         )
-        run_id = tracker.start_parent(
+        tracker.start_run(
             f"sweep {sweep_dir.name}",
-            {"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
+            params={},
+            tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
         )
-        atomic_write_text(sweep_dir / PARENT_RUN_FILE, run_id)
+        assert tracker.run_id is not None
+        atomic_write_text(sweep_dir / PARENT_RUN_FILE, tracker.run_id)
         self._tracker = tracker
         atexit.register(self._close, FAILED)
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
-import time
-from collections.abc import Iterator, Mapping
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
+
+from fedgen.errors import TrackingError
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 FINISHED, FAILED = "FINISHED", "FAILED"
@@ -24,6 +30,10 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record metrics (at ``step``, e.g. the FedAvg round), in one batch."""
+        ...
+
+    def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        """Record metrics at several steps (e.g. every FedAvg round), in one batch."""
         ...
 
     def log_text(self, text: str, artifact_file: str) -> None:
@@ -61,14 +71,24 @@ class InMemoryTracker:
 
     def start_run(self, name: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
         self.runs.append(
-            {"name": name, "params": dict(params), "tags": dict(tags), "metrics": {},
-             "artifacts": {}, "status": "RUNNING"}
+            {
+                "name": name,
+                "params": dict(params),
+                "tags": dict(tags),
+                "metrics": {},
+                "artifacts": {},
+                "status": "RUNNING",
+            }
         )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         history = self.runs[-1]["metrics"]
         for key, value in metrics.items():
             history.setdefault(key, []).append((step, float(value)))
+
+    def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        for step, metrics in steps:
+            self.log_metrics(metrics, step)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.runs[-1]["artifacts"][artifact_file] = text
@@ -98,13 +118,67 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(urlparse(uri).path))
 
 
-class MlflowTracker:
-    """Logs to an MLflow tracking store (``tracking=mlflow``) through ``MlflowClient``.
+class _Worker:
+    """The parent's end of :mod:`fedgen.mlflow_worker`: one request, one reply."""
 
-    With the default local SQLite store, new experiments keep their artifacts in ``mlruns/``
-    beside the database, so ``mlflow ui`` run from the launch directory shows everything.
-    A file lock guards the store's first creation: concurrent creation of an MLflow SQLite
-    store races on its schema migration.
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fedgen.mlflow_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lock = threading.Lock()
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self.lock:
+            try:
+                self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+                self.proc.stdin.flush()
+                line = self.proc.stdout.readline()
+            except OSError:
+                line = ""
+        if not line:
+            raise TrackingError(
+                "the MLflow tracking process exited (its error is printed above); "
+                "check tracking.uri, or run with tracking=none"
+            )
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise TrackingError(f"MLflow {op} failed: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+_worker: _Worker | None = None
+
+
+def prestart_worker() -> None:
+    """Start the MLflow process now, so its imports overlap the caller's own start-up."""
+    global _worker
+    if _worker is None or _worker.proc.poll() is not None:
+        _worker = _Worker()
+        atexit.register(_worker.close)
+
+
+def _get_worker() -> _Worker:
+    prestart_worker()
+    assert _worker is not None
+    return _worker
+
+
+class MlflowTracker:
+    """Logs to an MLflow tracking store (``tracking=mlflow``).
+
+    MLflow's client runs in a child process (:mod:`fedgen.mlflow_worker`) that the CLI starts
+    first thing, so that importing and opening the store overlap the run. With the default
+    local SQLite store, new experiments keep their artifacts in ``mlruns/`` beside the
+    database, so ``mlflow ui`` run from the launch directory shows everything.
     """
 
     def __init__(
@@ -117,52 +191,27 @@ class MlflowTracker:
         self.uri = resolve_uri(uri, launch_dir)
         self.experiment = experiment
         self.sweep_dir = sweep_dir
-        self._client: Any = None
-        self._experiment_id: str | None = None
         self.run_id: str | None = None
+        self._opened = False
 
-    def _connect(self) -> tuple[Any, str]:
-        if self._client is None or self._experiment_id is None:
-            from filelock import FileLock
-            from mlflow.tracking import MlflowClient
-
+    def _call(self, op: str, **args: Any) -> dict[str, Any]:
+        worker = _get_worker()
+        if not self._opened:
             db = sqlite_path(self.uri)
-            if db is None:
-                self._client = MlflowClient(tracking_uri=self.uri)
-                self._experiment_id = self._experiment(None)
-            else:
-                db.parent.mkdir(parents=True, exist_ok=True)
-                with FileLock(str(db) + ".lock", timeout=300):
-                    self._client = MlflowClient(tracking_uri=self.uri)
-                    self._experiment_id = self._experiment((db.parent / "mlruns").as_uri())
-        return self._client, self._experiment_id
-
-    def _experiment(self, artifact_location: str | None) -> str:
-        found = self._client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return str(found.experiment_id)
-        return str(self._client.create_experiment(self.experiment, artifact_location))
+            location = (db.parent / "mlruns").as_uri() if db is not None else None
+            worker.call(
+                "open", uri=self.uri, experiment=self.experiment, artifact_location=location
+            )
+            self._opened = True
+        return worker.call(op, **args)
 
     def start_run(self, name: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
-        from mlflow.entities import Param
-
-        client, experiment_id = self._connect()
         all_tags = dict(tags)
         parent = self._parent_run_id()
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        run = client.create_run(experiment_id, tags=all_tags, run_name=name)
-        self.run_id = run.info.run_id
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's per-batch limit on params
-            client.log_batch(self.run_id, params=items[i : i + 100])
-
-    def start_parent(self, name: str, tags: Mapping[str, str]) -> str:
-        """Open a sweep's parent run and return its id (left open until ``end_run``)."""
-        client, experiment_id = self._connect()
-        run = client.create_run(experiment_id, tags=dict(tags), run_name=name)
-        self.run_id = str(run.info.run_id)
-        return self.run_id
+        reply = self._call("start_run", name=name, tags=all_tags, params=dict(params))
+        self.run_id = str(reply["run_id"])
 
     def _parent_run_id(self) -> str | None:
         if self.sweep_dir is None:
@@ -171,24 +220,19 @@ class MlflowTracker:
         return marker.read_text().strip() if marker.is_file() else None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
+        self.log_history([(step or 0, metrics)])
 
-        client, _ = self._connect()
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):  # MLflow's per-batch limit on metrics
-            client.log_batch(self.run_id, metrics=items[i : i + 1000])
+    def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        payload = [[step, {k: float(v) for k, v in m.items()}] for step, m in steps]
+        self._call("log_history", run_id=self.run_id, steps=payload)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        client, _ = self._connect()
-        client.log_text(self.run_id, text, artifact_file)
+        self._call("log_text", run_id=self.run_id, text=text, artifact_file=artifact_file)
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
-        client, _ = self._connect()
-        client.log_artifact(self.run_id, str(path), artifact_dir)
+        self._call("log_file", run_id=self.run_id, path=str(path), artifact_dir=artifact_dir)
 
     def end_run(self, status: str) -> None:
         if self.run_id is not None:
-            client, _ = self._connect()
-            client.set_terminated(self.run_id, status)
-            self.run_id = None
+            run_id, self.run_id = self.run_id, None
+            self._call("end_run", run_id=run_id, status=status)

@@ -47,7 +47,9 @@ class CsvCohort:
                 "dataset.label_column"
             )
         drop = set(self.drop_columns)
-        snp_cols = [i for i, name in enumerate(header) if name != self.label_column and name not in drop]
+        snp_cols = [
+            i for i, name in enumerate(header) if name != self.label_column and name not in drop
+        ]
         if not snp_cols:
             raise DataError(f"cohort file {path} has no SNP columns besides the label")
         label_col = header.index(self.label_column)

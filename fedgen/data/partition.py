@@ -46,7 +46,7 @@ def partition(
         train_parts, test_parts = [], []
         for cls in (0, 1):
             rows = part[labels[part] == cls]
-            n_test = int(round(test_fraction * rows.size))
+            n_test = round(test_fraction * rows.size)
             if n_test == 0 or n_test == rows.size:
                 raise ConfigError(
                     f"federation.num_clients={num_clients} is too large for a cohort of {n} "

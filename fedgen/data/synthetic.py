@@ -93,7 +93,9 @@ class SyntheticCohort:
             for k in range(self.n_ancestry_groups):
                 rows = np.flatnonzero(groups == k)
                 if with_ld:
-                    genotypes[rows] = _ld_genotypes(rng, group_maf[k], blocks, self.ld_rho, rows.size)
+                    genotypes[rows] = _ld_genotypes(
+                        rng, group_maf[k], blocks, self.ld_rho, rows.size
+                    )
                 else:
                     genotypes[rows] = hwe_genotypes(rng, group_maf[k], rows.size)
         labels, causal, effects = self._phenotype(rng, genotypes)
@@ -122,7 +124,7 @@ class SyntheticCohort:
             scale = genetic.std()
             if scale > 0:
                 liability += genetic * (np.sqrt(self.heritability) / scale)
-        n_cases = int(round(self.prevalence * n))
+        n_cases = round(self.prevalence * n)
         order = np.argsort(-liability, kind="stable")
         labels = np.zeros(n, dtype=np.int8)
         labels[order[:n_cases]] = 1

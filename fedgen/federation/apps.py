@@ -21,6 +21,13 @@ LOCAL_EPOCHS = "local-epochs"
 _STATE_KEY = "fedgen-optimizer"
 
 
+def scalar(value: object) -> float:
+    """A number from a Flower record (whose values may also be lists or strings)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number in the Flower record, got {value!r}")
+    return float(value)
+
+
 def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[int]) -> ClientApp:
     """Build the ClientApp: node ``partition-id`` trains and evaluates on ``data[partition-id]``.
 
@@ -37,12 +44,12 @@ def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[i
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config[PARTITION_ID])
+        pid = int(scalar(context.node_config[PARTITION_ID]))
         rows = data[pid]
         params = from_record(msg.content.array_records["arrays"])
-        epochs = int(msg.content.config_records["config"][LOCAL_EPOCHS])
+        epochs = int(scalar(msg.content.config_records["config"][LOCAL_EPOCHS]))
         kept = context.state.metric_records.get(_STATE_KEY)
-        step_count = float(kept["t"]) if kept is not None else None
+        step_count = scalar(kept["t"]) if kept is not None else None
         new, step_count = fit_local(
             template,
             params,
@@ -65,7 +72,7 @@ def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[i
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config[PARTITION_ID])
+        pid = int(scalar(context.node_config[PARTITION_ID]))
         rows = data[pid]
         params = from_record(msg.content.array_records["arrays"])
         train_loss, train_acc = loss_and_accuracy(params, rows.X_train, rows.y_train)
@@ -102,4 +109,3 @@ def make_server_app(
         )
 
     return app
-

@@ -18,7 +18,7 @@ NUM_PARTITIONS_KEY = "num-partitions"
 _FIRST_NODE_ID = 1001
 
 
-class InProcessGrid(Grid):  # type: ignore[misc]
+class InProcessGrid(Grid):
     """Runs the real ClientApp for each message as it is pushed, one node at a time.
 
     Each node has its own persistent ``Context`` with ``partition-id``/``num-partitions`` in its

@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fedgen.errors import FederationError
-from fedgen.federation.apps import NUM_EXAMPLES, PARTITION_ID
+from fedgen.federation.apps import NUM_EXAMPLES, PARTITION_ID, scalar
 from fedgen.federation.arrays import from_record
 from fedgen.records import FederationResult, LinearParams, RoundRecord
 
@@ -19,7 +19,7 @@ log = logging.getLogger("fedgen")
 _CLIENT_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
-class RecordingFedAvg(FedAvg):  # type: ignore[misc]
+class RecordingFedAvg(FedAvg):
     """Flower's FedAvg, plus a record of every round.
 
     For each round it keeps the global parameters it sends out, each client's returned
@@ -38,15 +38,19 @@ class RecordingFedAvg(FedAvg):  # type: ignore[misc]
         self.num_clients = num_clients
         self.num_rounds = num_rounds
         self.rounds: list[RoundRecord] = []
-        self._trained: dict[int, tuple[LinearParams, tuple[LinearParams, ...], tuple[int, ...]]] = {}
+        self._trained: dict[
+            int, tuple[LinearParams, tuple[LinearParams, ...], tuple[int, ...]]
+        ] = {}
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ordered = self._checked(server_round, "train", replies)
         arrays, metrics = super().aggregate_train(server_round, ordered)
+        if arrays is None:
+            raise FederationError(f"round {server_round}: no client returned parameters")
         clients = tuple(from_record(m.content.array_records["arrays"]) for m in ordered)
-        counts = tuple(int(_metrics(m)[NUM_EXAMPLES]) for m in ordered)
+        counts = tuple(int(scalar(_metrics(m)[NUM_EXAMPLES])) for m in ordered)
         self._trained[server_round] = (from_record(arrays), clients, counts)
         return arrays, metrics
 
@@ -66,7 +70,7 @@ class RecordingFedAvg(FedAvg):  # type: ignore[misc]
             metrics["fed/test_loss"],
             metrics["fed/test_accuracy"],
         )
-        return MetricRecord(metrics)
+        return MetricRecord(dict(metrics.items()))
 
     def result(self, initial: LinearParams) -> FederationResult:
         """Everything recorded so far, from the ``initial`` parameters on."""
@@ -85,7 +89,7 @@ class RecordingFedAvg(FedAvg):  # type: ignore[misc]
                 f"round {server_round} ({phase}): {len(replies)} of {self.num_clients} clients "
                 "replied; the others timed out or were lost"
             )
-        return sorted(replies, key=lambda m: int(_metrics(m)[PARTITION_ID]))
+        return sorted(replies, key=lambda m: int(scalar(_metrics(m)[PARTITION_ID])))
 
 
 def _metrics(msg: Message) -> MetricRecord:
@@ -95,12 +99,12 @@ def _metrics(msg: Message) -> MetricRecord:
 def _round_metrics(per_client: list[MetricRecord]) -> dict[str, float]:
     """Per-client metrics under ``fed/client_<id>/`` and pooled ones (weighted by row counts)."""
     out: dict[str, float] = {}
-    n_train = [float(m["n_train"]) for m in per_client]
-    n_test = [float(m[NUM_EXAMPLES]) for m in per_client]
+    n_train = [scalar(m["n_train"]) for m in per_client]
+    n_test = [scalar(m[NUM_EXAMPLES]) for m in per_client]
     for name in _CLIENT_METRICS:
         weights = n_train if name.startswith("train") else n_test
-        values = [float(m[name]) for m in per_client]
+        values = [scalar(m[name]) for m in per_client]
         out[f"fed/{name}"] = sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
         for m, v in zip(per_client, values, strict=True):
-            out[f"fed/client_{int(m[PARTITION_ID])}/{name}"] = v
+            out[f"fed/client_{int(scalar(m[PARTITION_ID]))}/{name}"] = v
     return out
