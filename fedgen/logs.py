@@ -1,7 +1,6 @@
 """Keep Flower and Ray quiet: fedgen prints one progress line per round instead."""
 
 import logging
-import os
 
 
 def quiet_third_party() -> None:
@@ -14,5 +13,3 @@ def quiet_third_party() -> None:
     flwr = logging.getLogger("flwr")
     flwr.setLevel(logging.ERROR)
     flwr.propagate = False
-    # Ray's notice that it will stop overriding *_VISIBLE_DEVICES on CPU-only runs.
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from flwr.app import Context, RecordDict
@@ -48,6 +49,9 @@ class RayRunner:
     def run(self, server_app: ServerApp, client_app: ClientApp, num_clients: int) -> None:
         import ray
         from flwr.simulation import run_simulation
+
+        # Silences Ray's notice that it will stop overriding *_VISIBLE_DEVICES on CPU-only runs.
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
         backend_config = {
             "init_args": {

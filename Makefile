@@ -1,0 +1,48 @@
+# fedgen developer commands. `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedgen-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run sweep test lint typecheck pytest check bench mlflow-ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install fedgen with its dev tools
+
+run: install ## run the reference study's default experiment (MLflow store: ./mlflow.db)
+	$(PY) -m fedgen
+
+sweep: install ## an example sweep: 2 seeds x 2 client counts, 4 runs in one store
+	$(PY) -m fedgen --multirun seed=0,1 federation.num_clients=3,5
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check fedgen tests benchmarks
+	$(VENV)/bin/ruff format --check fedgen tests benchmarks
+
+typecheck: install ## mypy (strict) on the package
+	$(VENV)/bin/mypy fedgen
+
+pytest: install ## the test suite only
+	$(PY) -m pytest
+
+test: lint typecheck pytest ## everything CI checks: lint, types, tests
+
+check: test ## alias of test
+
+bench: install ## benchmarks (prints medians and ratios)
+	$(PY) benchmarks/bench_default.py
+
+mlflow-ui: install ## open the MLflow UI on ./mlflow.db (http://127.0.0.1:5000)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+clean: ## remove outputs and the local MLflow store (keeps .venv)
+	rm -rf outputs multirun mlflow.db mlflow.db.lock mlruns .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny cohort and its split, and Hydra composition of the real config tree."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from fedgen.data import SyntheticCohort, partition
+from fedgen.federation import FederationSettings
+from fedgen.federation.runners import InProcessRunner
+from fedgen.federation.settings import Runner
+from fedgen.federation.strategy import RecordingFedAvg
+from fedgen.records import Cohort, Split
+from fedgen.seeding import child_rng
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort() -> Cohort:
+    return SyntheticCohort(n_individuals=300, n_snps=20, n_causal=5).load(child_rng(0, "cohort"))
+
+
+def make_split(cohort: Cohort, num_clients: int, seed: int = 0) -> Split:
+    return partition(cohort.labels, num_clients, 0.2, child_rng(seed, "partition"))
+
+
+def settings(
+    num_clients: int, num_rounds: int, local_epochs: int = 1, backend: Runner | None = None
+) -> FederationSettings:
+    return FederationSettings(
+        backend=backend or InProcessRunner(),
+        strategy=functools.partial(RecordingFedAvg, fraction_train=1.0, fraction_evaluate=1.0),
+        num_clients=num_clients,
+        num_rounds=num_rounds,
+        local_epochs=local_epochs,
+    )
+
+
+@pytest.fixture()
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+    """Compose the real config tree (as the CLI does) with overrides."""
+    with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
+
+        def _compose(*overrides: str) -> DictConfig:
+            return compose(
+                config_name="config", overrides=list(overrides), return_hydra_config=True
+            )
+
+        yield _compose
