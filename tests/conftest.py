@@ -45,8 +45,6 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
     with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
 
         def _compose(*overrides: str) -> DictConfig:
-            return compose(
-                config_name="config", overrides=list(overrides), return_hydra_config=True
-            )
+            return compose(config_name="config", overrides=list(overrides))
 
         yield _compose

@@ -1,0 +1,117 @@
+"""The command line for real: Hydra multirun in a subprocess, an MLflow store, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+TINY = ["dataset=tiny", "federation.num_rounds=2"]
+
+
+def fedgen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [sys.executable, "-m", "fedgen", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_multirun_makes_tagged_runs_in_one_store(tmp_path: Path) -> None:
+    out = fedgen(
+        tmp_path,
+        "--multirun",
+        *TINY,
+        "seed=0,1",
+        "federation.num_clients=2,3",
+        "hydra.sweep.dir=sweep",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("round 2/2") == 4
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fedgen")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("fedgen.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("fedgen.role") != "sweep"]
+    assert len(parents) == 1 and len(children) == 4
+    sweep_dir = str((tmp_path / "sweep").resolve())
+    assert all(r.info.status == "FINISHED" for r in runs)
+    combos = set()
+    for run in children:
+        assert run.data.tags["fedgen.sweep_dir"] == sweep_dir
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["fedgen.version"]
+        params = run.data.params
+        combos.add((params["seed"], params["federation.num_clients"]))
+        assert params["dataset.n_individuals"] == "300"
+        history = client.get_metric_history(run.info.run_id, "fed/test_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+        assert artifacts == {"config/config.yaml", "config/overrides.yaml"}
+    assert combos == {("0", "2"), ("0", "3"), ("1", "2"), ("1", "3")}
+    # The sweep's parent run is a run name users can find, and the jobs wrote their CSV logs.
+    assert len(list((tmp_path / "sweep").glob("*/training_log.csv"))) == 4
+
+
+@pytest.mark.slow
+def test_same_seed_same_logged_numbers(tmp_path: Path) -> None:
+    logs = []
+    for name in ("a", "b"):
+        out = fedgen(tmp_path, *TINY, "tracking=none", f"hydra.run.dir={name}")
+        assert out.returncode == 0, out.stderr
+        logs.append((tmp_path / name / "training_log.csv").read_text())
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["no_such_key=1"], "no_such_key"),
+        (["dataset=no_such_dataset"], "no_such_dataset"),
+        (["federation.num_clients=200"], "federation.num_clients=200 is too large"),
+        (["federation.num_clients=abc"], "federation.num_clients"),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    out = fedgen(tmp_path, *TINY, *args)
+    assert out.returncode != 0
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() or _no_runs(tmp_path)
+
+
+@pytest.mark.slow
+def test_corrupt_csv_names_file_row_and_column(tmp_path: Path) -> None:
+    good = "snp_a,snp_b,sex,label\n" + "0,1,1,0\n2,1,0,1\n" * 10
+    (tmp_path / "cohort.csv").write_text(good + "1,3,0,1\n")
+    out = fedgen(tmp_path, "dataset=csv", "dataset.path=cohort.csv", "federation.num_clients=1")
+    assert out.returncode == 2
+    assert "cohort.csv, row 21, column 'snp_b': '3'" in out.stderr
+    (tmp_path / "cohort.csv").write_text(good + "1,1,0,\n")
+    out = fedgen(tmp_path, "dataset=csv", "dataset.path=cohort.csv", "federation.num_clients=1")
+    assert out.returncode == 2
+    assert "row 21, column 'label': a missing value" in out.stderr
+    assert _no_runs(tmp_path)
+
+
+def _no_runs(tmp_path: Path) -> bool:
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return True
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("fedgen")
+    return experiment is None or not client.search_runs([experiment.experiment_id])
