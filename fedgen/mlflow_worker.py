@@ -20,8 +20,9 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
+
+from fedgen.tracking import sqlite_path
 
 
 class _Store:
@@ -36,7 +37,7 @@ class _Store:
     def open(self, uri: str, experiment: str, artifact_location: str | None) -> dict[str, Any]:
         from filelock import FileLock
 
-        lock_path = _sqlite_file(uri)
+        lock_path = sqlite_path(uri)
         if lock_path is None:
             self._open(uri, experiment, artifact_location)
         else:
@@ -90,12 +91,6 @@ class _Store:
     def fail_open_runs(self) -> None:
         for run_id in list(self.open_runs):
             self.end_run(run_id, "FAILED")
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    from urllib.parse import unquote, urlparse
-
-    return Path(unquote(urlparse(uri).path)) if uri.startswith("sqlite:///") else None
 
 
 def serve(requests: TextIO, replies: TextIO) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from fedgen.errors import TrackingError
 
@@ -112,10 +112,9 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(unquote(urlparse(uri).path))
+    """The database file of a ``sqlite:///`` URI (absolute after four slashes), else None."""
+    prefix = "sqlite:///"
+    return Path(unquote(uri[len(prefix) :])).resolve() if uri.startswith(prefix) else None
 
 
 class _Worker:
