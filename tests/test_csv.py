@@ -171,3 +171,12 @@ def test_file_with_only_label_and_dropped_columns_raises(tmp_path: Path) -> None
     path = write(tmp_path, "sex,label,ancestry_group\nF,1,EUR\n")
     with pytest.raises(DataError, match="no SNP columns"):
         CsvCohort(path=str(path)).load(np.random.default_rng(0))
+
+
+def test_byte_order_mark_and_trailing_blank_lines_are_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbflabel,rs1\r\n1,2\r\n0,0\r\n\r\n\r\n")
+    cohort = CsvCohort(path=str(path)).load(np.random.default_rng(0))
+    assert cohort.snp_names == ("rs1",)
+    assert cohort.labels.tolist() == [1, 0]
+    assert cohort.genotypes.ravel().tolist() == [2, 0]

@@ -34,7 +34,8 @@ class CsvCohort:
                 f"cohort file {path} does not exist; set dataset.path to an existing CSV file"
             )
         try:
-            with path.open(newline="") as handle:
+            # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
+            with path.open(newline="", encoding="utf-8-sig") as handle:
                 rows = list(csv.reader(handle))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"cannot read cohort file {path}: {exc}") from exc
@@ -54,6 +55,8 @@ class CsvCohort:
             raise DataError(f"cohort file {path} has no SNP columns besides the label")
         label_col = header.index(self.label_column)
         data = rows[1:]
+        while data and not any(cell.strip() for cell in data[-1]):
+            data.pop()  # blank lines at the end of a file are not rows
         if not data:
             raise DataError(f"cohort file {path} has a header but no data rows")
         genotypes = np.empty((len(data), len(snp_cols)), dtype=np.int8)
