@@ -11,6 +11,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fedgen.build import build_tracker
 from fedgen.io import atomic_write_text
 from fedgen.tracking import FAILED, FINISHED, PARENT_RUN_FILE, MlflowTracker
 
@@ -30,14 +31,10 @@ class SweepParentRun(Callback):
         self._failed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.tracking.get("_target_") != "fedgen.tracking.MlflowTracker":
+        tracker = build_tracker(config, launch_dir=Path(config.hydra.runtime.cwd), sweep_dir=None)
+        if not isinstance(tracker, MlflowTracker):
             return
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
-        tracker = MlflowTracker(
-            uri=config.tracking.uri,
-            experiment=config.tracking.experiment,
-            launch_dir=Path(config.hydra.runtime.cwd),
-        )
         tracker.start_run(
             f"sweep {sweep_dir.name}",
             params={},
