@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 import fedgen
+from fedgen.cache import TrainingCache, default_cache_dir
 from fedgen.errors import ConfigError, FedgenError
 from fedgen.pipeline import Experiment
 
@@ -24,6 +25,7 @@ def build_experiment(
     output_dir: Path,
     sweep_dir: Path | None = None,
     overrides: Sequence[str] = (),
+    job: str = "",
 ) -> Experiment:
     """Instantiate every config group and collect what the run logs about itself."""
     try:
@@ -42,6 +44,19 @@ def build_experiment(
         tags["fedgen.git_commit"] = commit
     if sweep_dir is not None:
         tags["fedgen.sweep_dir"] = str(sweep_dir)
+    threshold = resolved.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ConfigError(f"threshold={threshold!r} must be a number in [0, 1]")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold={threshold!r} must be in [0, 1]")
+    attacks = tuple(
+        _instantiate(node, f"attack.{name}", name=str(name))
+        for name, node in (cfg.get("attack") or {}).items()
+    )
+    evaluation = _instantiate(cfg.evaluation, "evaluation")
+    params = flatten({str(k): v for k, v in resolved.items() if k != "hydra"})
+    params["attack"] = ",".join(a.name for a in attacks) or "none"
+    params["evaluation"] = evaluation.name
     return Experiment(
         seed=seed,
         dataset=_instantiate(cfg.dataset, "dataset"),
@@ -49,14 +64,31 @@ def build_experiment(
         model=_instantiate(cfg.model, "model"),
         tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
         run_name=run_name(overrides),
-        params=flatten({str(k): v for k, v in resolved.items() if k != "hydra"}),
+        params=params,
         tags=tags,
         artifacts={
             "config/config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
             "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(overrides))),
         },
         output_dir=output_dir,
+        attacks=attacks,
+        threshold=float(threshold),
+        evaluation=evaluation,
+        cache=_cache(resolved.get("cache", True), resolved.get("cache_dir")),
+        training_material={k: resolved.get(k) for k in ("dataset", "federation", "model")},
+        sweep_dir=sweep_dir,
+        job=job,
     )
+
+
+def _cache(enabled: Any, directory: Any) -> TrainingCache | None:
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"cache={enabled!r} must be true or false")
+    if not enabled:
+        return None
+    if directory is not None and not isinstance(directory, str):
+        raise ConfigError(f"cache_dir={directory!r} must be a path or null")
+    return TrainingCache(Path(directory).expanduser() if directory else default_cache_dir())
 
 
 def build_tracker(cfg: DictConfig, *, launch_dir: Path, sweep_dir: Path | None) -> Any:

@@ -35,14 +35,16 @@ def _job(cfg: DictConfig) -> float:
             output_dir=Path(hc.runtime.output_dir),
             sweep_dir=Path(hc.sweep.dir).resolve() if multirun else None,
             overrides=list(hc.overrides.task),
+            job=str(hc.job.num) if multirun else "",
         )
-        result = run_experiment(experiment)
+        outcome = run_experiment(experiment)
     except FedgenError as exc:
         if multirun:
             raise  # Hydra reports the failed job of the sweep with its overrides
         print(f"fedgen: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return result.rounds[-1].metrics["fed/test_accuracy"]
+    rounds = outcome.federation.rounds
+    return rounds[-1].metrics["fed/test_accuracy"] if rounds else float("nan")
 
 
 def main() -> None:

@@ -75,6 +75,14 @@ class _Store:
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
         return {}
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> dict[str, Any]:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+        return {}
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> dict[str, Any]:
         self.client.log_text(run_id, text, artifact_file)
         return {}

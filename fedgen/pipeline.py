@@ -1,4 +1,7 @@
-"""One experiment, start to end: cohort -> split -> federation -> tracker. No Hydra here."""
+"""One experiment, start to end: cohort -> split -> federation -> attacks -> metrics -> tracker.
+
+No Hydra here: the builder hands over typed objects.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from numpy.typing import NDArray
+
+import fedgen
+from fedgen import attack_logs
+from fedgen.assess import Assessment, assess
+from fedgen.attacks import Arena, Attack
+from fedgen.cache import TrainingCache, training_key
 from fedgen.data import CohortSource, partition
+from fedgen.evaluation import Evaluation
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.io import atomic_write_text
-from fedgen.records import FederationResult
+from fedgen.records import Cohort, FederationResult, Split
 from fedgen.seeding import child_rng
 from fedgen.tracking import Tracker, tracked_run
 
@@ -33,10 +44,25 @@ class Experiment:
     tags: dict[str, str]
     artifacts: dict[str, str]
     output_dir: Path
+    attacks: tuple[Attack[Any], ...] = ()
+    threshold: float = 0.5
+    evaluation: Evaluation | None = None
+    cache: TrainingCache | None = None
+    training_material: dict[str, Any] | None = None
+    sweep_dir: Path | None = None
+    job: str = ""
 
 
-def run_experiment(exp: Experiment) -> FederationResult:
-    """Build the cohort, train the federation and log everything; return the training record."""
+@dataclass(frozen=True)
+class Outcome:
+    """What a job produced: the training record and each attack's assessment."""
+
+    federation: FederationResult
+    assessments: tuple[Assessment, ...]
+
+
+def run_experiment(exp: Experiment) -> Outcome:
+    """Build the cohort, train (or reuse) the federation, attack it and log everything."""
     cohort = exp.dataset.load(child_rng(exp.seed, "cohort"))
     split = partition(
         cohort.labels,
@@ -51,15 +77,73 @@ def run_experiment(exp: Experiment) -> FederationResult:
         split.num_clients,
         exp.federation.num_rounds,
     )
-    with tracked_run(exp.tracker, exp.run_name, exp.params, exp.tags) as run:
+    key = _cache_key(exp, cohort, split)
+    cached = exp.cache.load(key) if exp.cache is not None and key else None
+    status = "off" if exp.cache is None else ("hit" if cached is not None else "miss")
+    tags = {**exp.tags, "fedgen.training_cache": status}
+    with tracked_run(exp.tracker, exp.run_name, exp.params, tags) as run:
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
-        result = train_federation(cohort, split, exp.federation, exp.model, exp.seed)
+        if cached is not None:
+            log.info("trained federation reused from the cache (%s)", key[:12])
+            result = cached
+        else:
+            result = train_federation(cohort, split, exp.federation, exp.model, exp.seed)
+            if exp.cache is not None and key:
+                exp.cache.store(key, result)
         run.log_history([(r.round, r.metrics) for r in result.rounds])
         log_path = exp.output_dir / "training_log.csv"
         atomic_write_text(log_path, training_log_csv(result))
         run.log_file(log_path, "logs")
-    return result
+        assessments = _attack(exp, cohort, split, result, run)
+    return Outcome(result, assessments)
+
+
+def _attack(
+    exp: Experiment, cohort: Cohort, split: Split, result: FederationResult, run: Tracker
+) -> tuple[Assessment, ...]:
+    if not exp.attacks or exp.evaluation is None:
+        return ()
+    pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
+    arena = Arena(cohort=cohort, pool=pool, server=result, seed=exp.seed)
+    done = tuple(assess(a, arena, exp.threshold, exp.evaluation.n_bootstrap) for a in exp.attacks)
+    run.log_metrics({f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()})
+    omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
+    if omitted:
+        run.set_tags(omitted)
+    for a in done:
+        pooled = {k: why for k, why in a.omitted.items() if not k.startswith("client_")}
+        for k, why in pooled.items():
+            log.info("%s/%s not reported: %s", a.name, k, why)
+    context = {
+        "evaluation": exp.evaluation.name,
+        "seed": str(exp.seed),
+        "run_name": exp.run_name,
+        "job": exp.job,
+    }
+    table = attack_logs.rows(done, context, split.num_clients)
+    job_log = exp.output_dir / "attack_logs.csv"
+    atomic_write_text(job_log, attack_logs.to_csv(table))
+    run.log_file(job_log, "logs")
+    log.info(
+        "attacks on %d candidates (%s evaluation)\n%s",
+        pool.size,
+        exp.evaluation.name,
+        attack_logs.console_table(done),
+    )
+    if exp.sweep_dir is not None:
+        attack_logs.append(exp.sweep_dir / "attack_logs.csv", table)
+    return done
+
+
+def _cache_key(exp: Experiment, cohort: Cohort, split: Split) -> str:
+    if exp.cache is None or exp.training_material is None:
+        return ""
+    material = {**exp.training_material, "seed": exp.seed, "fedgen": fedgen.__version__}
+    arrays: list[NDArray[Any]] = [cohort.genotypes, cohort.labels]
+    for c in split.clients:
+        arrays += [c.train, c.test]
+    return training_key(material, arrays)
 
 
 def training_log_csv(result: FederationResult) -> str:

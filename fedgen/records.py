@@ -1,4 +1,4 @@
-"""Frozen records that cross module boundaries: cohort, split, federation result."""
+"""Frozen records that cross module boundaries: cohort, split, federation result, attacks."""
 
 from __future__ import annotations
 
@@ -101,3 +101,62 @@ class FederationResult:
     @property
     def final_params(self) -> LinearParams:
         return self.rounds[-1].global_params if self.rounds else self.initial_params
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The individuals an attack is evaluated on, with the truth that only the metrics see.
+
+    Attributes
+    ----------
+    rows : ndarray of int64, shape (n,)
+        Cohort row of each candidate.
+    is_member : ndarray of bool, shape (n,)
+        Whether the candidate was in the training rows of ``client``.
+    client : ndarray of int64, shape (n,)
+        The client (partition id) whose train or test rows the candidate comes from.
+    """
+
+    rows: NDArray[np.int64]
+    is_member: NDArray[np.bool_]
+    client: NDArray[np.int64]
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.shape[0])
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """An attack's output on its targets: scores, and how the threshold turns them into calls.
+
+    Attributes
+    ----------
+    name : str
+        The attack's name (its key in the ``attack`` config group), e.g. ``gmia``.
+    scores : ndarray of float64, shape (n,)
+        The attack's statistic per target, in [0, 1] (confidence, scaled gradient norm, label
+        probability).
+    higher_is_positive : bool
+        True if a target is called positive (member, or label 1) when its score is at least the
+        threshold; False if when its score is at most the threshold (gradient norms).
+    rules : dict of str to ndarray of int8, shape (n,)
+        Threshold-free side rules: a call 0/1 per target, or -1 where the rule says nothing
+        (e.g. ``sign_rule``: the label read from the sign of the bias gradient).
+    """
+
+    name: str
+    scores: NDArray[np.float64]
+    higher_is_positive: bool
+    rules: dict[str, NDArray[np.int8]] = field(default_factory=dict)
+
+    def predict(self, threshold: float) -> NDArray[np.bool_]:
+        """The attack's calls at ``threshold``, bool (n,)."""
+        if self.higher_is_positive:
+            return np.asarray(self.scores >= threshold)
+        return np.asarray(self.scores <= threshold)
+
+    @property
+    def oriented_scores(self) -> NDArray[np.float64]:
+        """Scores with higher meaning more likely positive (for ROC and AUC), float64 (n,)."""
+        return self.scores if self.higher_is_positive else -self.scores

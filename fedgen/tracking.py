@@ -36,6 +36,10 @@ class Tracker(Protocol):
         """Record metrics at several steps (e.g. every FedAvg round), in one batch."""
         ...
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Add or overwrite tags of the open run."""
+        ...
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file`` (a relative path)."""
         ...
@@ -89,6 +93,9 @@ class InMemoryTracker:
     def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         for step, metrics in steps:
             self.log_metrics(metrics, step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.runs[-1]["tags"].update(tags)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.runs[-1]["artifacts"][artifact_file] = text
@@ -226,6 +233,9 @@ class MlflowTracker:
     def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         payload = [[step, {k: float(v) for k, v in m.items()}] for step, m in steps]
         self._call("log_history", run_id=self.run_id, steps=payload)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._call("set_tags", run_id=self.run_id, tags=dict(tags))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._call("log_text", run_id=self.run_id, text=text, artifact_file=artifact_file)

@@ -48,3 +48,11 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
             return compose(config_name="config", overrides=list(overrides))
 
         yield _compose
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the training cache of every test out of the user's cache directory."""
+    monkeypatch.setenv("FEDGEN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -15,6 +15,7 @@ TINY = ["dataset=tiny", "federation.num_rounds=2"]
 
 def fedgen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["FEDGEN_CACHE_DIR"] = str(cwd / "cache")
     return subprocess.run(
         [sys.executable, "-m", "fedgen", *args],
         cwd=cwd,

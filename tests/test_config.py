@@ -10,9 +10,11 @@ import pytest
 from omegaconf import DictConfig
 from sklearn.linear_model import SGDClassifier
 
+from fedgen.attacks import ConfidenceMIA, GradientLIA, GradientNormMIA
 from fedgen.build import build_experiment, flatten, run_name
 from fedgen.data import CsvCohort, SyntheticCohort
 from fedgen.errors import ConfigError
+from fedgen.evaluation import BalancedPool, PaperPool
 from fedgen.federation.runners import InProcessRunner, RayRunner
 from fedgen.tracking import InMemoryTracker, MlflowTracker
 
@@ -47,6 +49,18 @@ def test_every_option_of_every_group_composes_and_builds(
     for group in ("model", "federation"):
         for option in _options(group):
             assert _build(compose_cfg(f"{group}={option}"), tmp_path) is not None
+    attacks = {"all": ["mia", "gmia", "lia"], "mia": ["mia"], "gmia": ["gmia"], "lia": ["lia"]}
+    assert set(_options("attack")) == set(attacks)
+    for option, names in attacks.items():
+        exp = _build(compose_cfg(f"attack={option}"), tmp_path)
+        assert [a.name for a in exp.attacks] == names  # type: ignore[attr-defined]
+        assert exp.params["attack"] == ",".join(names)  # type: ignore[attr-defined]
+    evaluations = {"paper": PaperPool, "balanced": BalancedPool}
+    assert set(_options("evaluation")) == set(evaluations)
+    for option, cls in evaluations.items():
+        exp = _build(compose_cfg(f"evaluation={option}"), tmp_path)
+        assert isinstance(exp.evaluation, cls)  # type: ignore[attr-defined]
+        assert exp.params["evaluation"] == option  # type: ignore[attr-defined]
 
 
 def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: Path) -> None:
@@ -59,6 +73,10 @@ def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: P
     assert exp.params["federation.num_clients"] == "5"
     assert exp.params["dataset.n_snps"] == "100"
     assert exp.tracker.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"  # type: ignore[attr-defined]
+    assert [type(a) for a in exp.attacks] == [ConfidenceMIA, GradientNormMIA, GradientLIA]
+    assert exp.threshold == 0.5 and exp.params["threshold"] == "0.5"
+    assert isinstance(exp.evaluation, PaperPool)
+    assert exp.cache is not None
 
 
 @pytest.mark.parametrize(
@@ -70,6 +88,12 @@ def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: P
         ("dataset.n_causal=500", "dataset.n_causal"),
         ("dataset.prevalence=0", "dataset.prevalence"),
         ("seed=-3", "seed"),
+        ("threshold=1.5", "threshold"),
+        ("threshold=abc", "threshold"),
+        ("cache=maybe", "cache"),
+        ("attack.gmia.model=server", "attack.gmia.model"),
+        ("attack.lia.aux_fraction=1", "attack.lia.aux_fraction"),
+        ("evaluation.n_bootstrap=-1", "evaluation.n_bootstrap"),
     ],
 )
 def test_bad_values_name_their_key(

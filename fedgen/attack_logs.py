@@ -1,0 +1,102 @@
+"""``attack_logs.csv`` (the study's columns, then the honest ones) and the console summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+from fedgen.assess import Assessment
+from fedgen.errors import TrackingError
+from fedgen.io import atomic_write_text
+
+# The study's columns first, in its order; then what tells whether there is any leakage.
+STUDY_COLUMNS = ("attack_type", "client_count", "threshold", "precision", "recall", "f1_score")
+METRIC_COLUMNS = (
+    "accuracy",
+    "balanced_accuracy",
+    "member_share",
+    "trivial_precision",
+    "trivial_recall",
+    "trivial_f1",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "f1_ci_low",
+    "f1_ci_high",
+    "advantage",
+    "tpr_at_fpr_0.01",
+    "tpr_at_fpr_0.001",
+)
+CONTEXT_COLUMNS = ("evaluation", "seed", "run_name", "job")
+COLUMNS = STUDY_COLUMNS + METRIC_COLUMNS + CONTEXT_COLUMNS
+
+
+def rows(
+    assessments: Sequence[Assessment], context: Mapping[str, str], client_count: int
+) -> list[dict[str, str]]:
+    """One row per attack; a metric that could not be estimated is an empty cell."""
+    out = []
+    for a in assessments:
+        m = a.metrics
+        row = {
+            "attack_type": a.name,
+            "client_count": str(client_count),
+            "threshold": repr(a.threshold),
+            "precision": _cell(m, "precision"),
+            "recall": _cell(m, "recall"),
+            "f1_score": _cell(m, "f1"),
+        }
+        row.update({c: _cell(m, c) for c in METRIC_COLUMNS})
+        row.update({c: context.get(c, "") for c in CONTEXT_COLUMNS})
+        out.append(row)
+    return out
+
+
+def to_csv(table: Sequence[Mapping[str, str]], header: bool = True) -> str:
+    """``table`` as CSV text in :data:`COLUMNS` order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
+def append(path: Path, table: Sequence[Mapping[str, str]]) -> None:
+    """Append rows to a CSV shared by the jobs of a sweep, safely across processes.
+
+    Under a file lock, the file is rewritten whole through a temporary file and a rename, so a
+    reader (or a crash) never sees a half-written row.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=120):
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        if existing and existing.splitlines()[0] != ",".join(COLUMNS):
+            raise TrackingError(
+                f"{path} has other columns than this version of fedgen writes; move it away "
+                "or start a new sweep directory"
+            )
+        atomic_write_text(path, existing + to_csv(table, header=not existing))
+
+
+def console_table(assessments: Sequence[Assessment]) -> str:
+    """A short fixed-width table: attack, threshold, P/R/F1, AUC, advantage, trivial F1."""
+    head = ("attack", "threshold", "precision", "recall", "F1", "AUC", "advantage", "trivial F1")
+    keys = ("precision", "recall", "f1", "auc", "advantage", "trivial_f1")
+    lines = ["{:<8}{:>10}{:>10}{:>8}{:>8}{:>8}{:>10}{:>11}".format(*head)]
+    for a in assessments:
+        values = [f"{a.metrics[k]:.3f}" if k in a.metrics else "-" for k in keys]
+        lines.append(
+            "{:<8}{:>10}{:>10}{:>8}{:>8}{:>8}{:>10}{:>11}".format(
+                a.name, f"{a.threshold:g}", *values
+            )
+        )
+    return "\n".join(lines)
+
+
+def _cell(metrics: Mapping[str, float], key: str) -> str:
+    return repr(metrics[key]) if key in metrics else ""

@@ -1,0 +1,61 @@
+"""The attack protocol, and the arena that only the experiment (never an attack) reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedgen.records import AttackResult, Cohort, FederationResult, Pool
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class Arena:
+    """Everything the experiment knows after training, ground truth included.
+
+    Attacks never receive it: each attack's ``observe`` declares its threat model by building,
+    from the arena, the view it is allowed (see :mod:`fedgen.attacks.views`), and the truth
+    that goes only to the metrics.
+    """
+
+    cohort: Cohort
+    pool: Pool
+    server: FederationResult
+    seed: int
+
+
+@dataclass(frozen=True)
+class Observation(Generic[V]):
+    """A view for the attacker, and the truth about its targets for the metrics.
+
+    Attributes
+    ----------
+    view : V
+        What the attacker may see.
+    truth : ndarray of bool, shape (n,)
+        Per target: member (membership attacks) or label 1 (label inference).
+    clients : ndarray of int64, shape (n,)
+        Per target: the client it belongs to, for per-client leakage.
+    """
+
+    view: V
+    truth: NDArray[np.bool_]
+    clients: NDArray[np.int64]
+
+
+class Attack(Protocol[V]):
+    """An inference attack: a threat model (``observe``) and an inference (``run``)."""
+
+    name: str
+
+    def observe(self, arena: Arena) -> Observation[V]:
+        """Build this attack's view of the experiment, and the truth about its targets."""
+        ...
+
+    def run(self, view: V) -> AttackResult:
+        """Score every target of ``view``."""
+        ...

@@ -1,0 +1,134 @@
+"""A whole job in-process: attacks logged with stable names, the training cache, attack logs."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from fedgen import attack_logs
+from fedgen.build import build_experiment
+from fedgen.pipeline import Outcome, run_experiment
+from fedgen.tracking import InMemoryTracker
+
+Compose = Callable[..., DictConfig]
+TINY = ("dataset=tiny", "federation.num_rounds=2", "tracking=none")
+
+
+def _run(compose_cfg: Compose, tmp_path: Path, *overrides: str) -> tuple[Outcome, dict[str, Any]]:
+    cfg = compose_cfg(*TINY, f"cache_dir={tmp_path / 'cache'}", *overrides)
+    exp = build_experiment(cfg, launch_dir=tmp_path, output_dir=tmp_path / "job")
+    outcome = run_experiment(exp)
+    assert isinstance(exp.tracker, InMemoryTracker)
+    return outcome, exp.tracker.runs[-1]
+
+
+def test_default_job_logs_every_attack_with_stable_names(
+    compose_cfg: Compose, tmp_path: Path
+) -> None:
+    outcome, run = _run(compose_cfg, tmp_path)
+    assert run["status"] == "FINISHED"
+    assert run["params"]["attack"] == "mia,gmia,lia" and run["params"]["threshold"] == "0.5"
+    metrics = run["metrics"]
+    for name in ("mia", "gmia", "lia"):
+        for key in ("precision", "recall", "f1", "accuracy", "balanced_accuracy", "auc"):
+            assert f"{name}/{key}" in metrics, f"{name}/{key}"
+        for key in ("advantage", "member_share", "trivial_f1", "auc_ci_low", "f1_ci_high"):
+            assert f"{name}/{key}" in metrics, f"{name}/{key}"
+        for cid in range(5):
+            assert f"{name}/client_{cid}/auc" in metrics
+        # 60 non-members cannot estimate a TPR at 1% FPR: left out, with the reason as a tag.
+        assert f"{name}/tpr_at_fpr_0.01" not in metrics
+        assert "non-members" in run["tags"][f"fedgen.omitted.{name}/tpr_at_fpr_0.01"]
+    assert metrics["gmia/member_share"] == [(None, 0.8)]
+    assert metrics["lia/sign_rule_accuracy"] == [(None, 1.0)]
+    by_name = {a.name: a for a in outcome.assessments}
+    assert metrics["gmia/f1"][0][1] == by_name["gmia"].metrics["f1"]
+    table = list(csv.DictReader((tmp_path / "job" / "attack_logs.csv").read_text().splitlines()))
+    assert [r["attack_type"] for r in table] == ["mia", "gmia", "lia"]
+    assert list(table[0])[:6] == list(attack_logs.STUDY_COLUMNS)
+    assert float(table[1]["f1_score"]) == by_name["gmia"].metrics["f1"]
+    assert table[1]["client_count"] == "5" and table[1]["tpr_at_fpr_0.01"] == ""
+    assert (
+        run["artifacts"]["logs/attack_logs.csv"] == (tmp_path / "job/attack_logs.csv").read_bytes()
+    )
+
+
+def test_threshold_only_changes_hit_the_cache_and_seed_changes_miss(
+    compose_cfg: Compose, tmp_path: Path
+) -> None:
+    first, run1 = _run(compose_cfg, tmp_path, "attack=gmia", "threshold=0.3")
+    second, run2 = _run(compose_cfg, tmp_path, "attack=mia", "threshold=0.45")
+    third, run3 = _run(compose_cfg, tmp_path, "attack=gmia", "seed=7")
+    off, run4 = _run(compose_cfg, tmp_path, "attack=gmia", "cache=false")
+    assert [r["tags"]["fedgen.training_cache"] for r in (run1, run2, run3, run4)] == [
+        "miss",
+        "hit",
+        "miss",
+        "off",
+    ]
+    np.testing.assert_array_equal(
+        first.federation.final_params.coef, second.federation.final_params.coef
+    )
+    np.testing.assert_array_equal(
+        first.federation.final_params.coef, off.federation.final_params.coef
+    )
+    assert not np.array_equal(
+        first.federation.final_params.coef, third.federation.final_params.coef
+    )
+    assert (
+        run1["metrics"] == {**run1["metrics"]}
+        and run2["metrics"]["fed/test_accuracy"] == run1["metrics"]["fed/test_accuracy"]
+    )
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_a_corrupt_cache_entry_is_retrained(compose_cfg: Compose, tmp_path: Path) -> None:
+    first, _ = _run(compose_cfg, tmp_path, "attack=gmia")
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    again, run = _run(compose_cfg, tmp_path, "attack=gmia")
+    assert run["tags"]["fedgen.training_cache"] == "miss"
+    np.testing.assert_array_equal(
+        first.federation.final_params.coef, again.federation.final_params.coef
+    )
+    _, run = _run(compose_cfg, tmp_path, "attack=gmia")
+    assert run["tags"]["fedgen.training_cache"] == "hit"
+
+
+def _append_many(path: str, worker: int) -> None:
+    for i in range(10):
+        row = dict.fromkeys(attack_logs.COLUMNS, "")
+        row.update(attack_type="gmia", job=f"{worker}-{i}")
+        attack_logs.append(Path(path), [row])
+
+
+def test_concurrent_appends_keep_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "sweep" / "attack_logs.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(path), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    table = list(csv.DictReader(path.read_text().splitlines()))
+    assert sorted(r["job"] for r in table) == sorted(
+        f"{w}-{i}" for w in range(4) for i in range(10)
+    )
+    assert path.read_text().count("attack_type") == 1
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_appending_to_a_foreign_csv_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "attack_logs.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match="other columns"):
+        attack_logs.append(path, [dict.fromkeys(attack_logs.COLUMNS, "")])
+    assert path.read_text() == "a,b\n1,2\n"
