@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -63,6 +64,42 @@ def test_multirun_makes_tagged_runs_in_one_store(tmp_path: Path) -> None:
     assert combos == {("0", "2"), ("0", "3"), ("1", "2"), ("1", "3")}
     # The sweep's parent run is a run name users can find, and the jobs wrote their CSV logs.
     assert len(list((tmp_path / "sweep").glob("*/training_log.csv"))) == 4
+
+
+@pytest.mark.slow
+def test_threshold_sweep_trains_once_and_logs_every_threshold(tmp_path: Path) -> None:
+    # The line every user starts with, on the tiny cohort.
+    out = fedgen(
+        tmp_path, *TINY, "hydra.sweep.dir=s", "attack=gmia", "threshold=0.3,0.45,0.5", "--multirun"
+    )
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fedgen")
+    assert experiment is not None
+    everything = client.search_runs([experiment.experiment_id])
+    runs = [r for r in everything if r.data.tags.get("fedgen.role") != "sweep"]
+    assert len(runs) == 3
+    by_threshold = {r.data.params["threshold"]: r for r in runs}
+    assert set(by_threshold) == {"0.3", "0.45", "0.5"}
+    assert sorted(r.data.tags["fedgen.training_cache"] for r in runs) == ["hit", "hit", "miss"]
+    rows = list(csv.DictReader((tmp_path / "s" / "attack_logs.csv").read_text().splitlines()))
+    assert len(rows) == 3
+    for row in rows:
+        run = by_threshold[row["threshold"]]
+        assert run.data.params["attack"] == "gmia"
+        metrics = run.data.metrics
+        assert float(row["precision"]) == metrics["gmia/precision"]
+        assert float(row["recall"]) == metrics["gmia/recall"]
+        assert float(row["f1_score"]) == metrics["gmia/f1"]
+        for key in ("auc", "advantage", "trivial_f1", "member_share", "client_0/auc"):
+            assert f"gmia/{key}" in metrics
+        assert row["run_name"] == run.info.run_name
+    # A looser threshold calls more candidates members: recall cannot fall.
+    recalls = [by_threshold[t].data.metrics["gmia/recall"] for t in ("0.3", "0.45", "0.5")]
+    assert recalls == sorted(recalls)
+    # Threshold-free metrics do not depend on the threshold.
+    assert len({r.data.metrics["gmia/auc"] for r in runs}) == 1
+    assert "gmia" in out.stdout and "trivial F1" in out.stdout
 
 
 @pytest.mark.slow
