@@ -26,12 +26,18 @@ OVERHEAD_TARGET = 1.5  # whole default run at most this many times a bare import
 
 
 def run_command(args: Sequence[str], cwd: Path) -> float:
-    """Wall time of ``python <args>`` in ``cwd`` (MLFLOW_TRACKING_URI unset); exit on failure."""
+    """Wall time of ``python <args>`` in ``cwd``; exit on failure.
+
+    ``MLFLOW_TRACKING_URI`` is unset, and every call gets an empty training cache, so no run
+    reuses a federation trained by an earlier one.
+    """
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [sys.executable, *args]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="fedgen-cache-") as cache:
+        env["FEDGEN_CACHE_DIR"] = cache
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(
             f"benchmark command failed (exit {proc.returncode}): {' '.join(cmd)}\n"

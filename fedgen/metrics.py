@@ -248,10 +248,6 @@ def attack_metrics(
         else:
             out[f"tpr_at_fpr_{max_fpr}"] = value
     out |= bootstrap_intervals(s, predicted, t, rng, n_bootstrap)
-    why = (
-        "no bootstrap resamples (n_bootstrap=0)"
-        if n_bootstrap == 0
-        else "no resample had both classes"
-    )
+    why = "no resamples (n_bootstrap=0)" if not n_bootstrap else "no resample held both classes"
     omitted |= {key: why for key in _CI_KEYS if key not in out}
     return out, omitted

@@ -1,0 +1,162 @@
+"""The `flwr run` app (fedgen.federation.flwr_app) trains exactly what the pipeline trains."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from fedgen.data import partition
+from fedgen.errors import ConfigError
+from fedgen.federation import flwr_app, train_federation
+from fedgen.federation.arrays import from_record, to_record
+from fedgen.federation.grid import InProcessGrid
+from fedgen.federation.runners import RayRunner
+from fedgen.linear import zeros
+from fedgen.pipeline import training_log_csv
+from fedgen.records import FederationResult, LinearParams
+from fedgen.seeding import child_rng
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = "dataset=tiny federation.num_rounds=3 seed=3"
+
+
+def _pipeline_result(overrides: str) -> FederationResult:
+    """What `python -m fedgen <overrides>` trains, built as fedgen.pipeline does it."""
+    with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides.split())
+    cohort = instantiate(cfg.dataset).load(child_rng(cfg.seed, "cohort"))
+    federation = instantiate(cfg.federation)
+    split = partition(
+        cohort.labels,
+        federation.num_clients,
+        federation.test_fraction,
+        child_rng(cfg.seed, "partition"),
+    )
+    result: FederationResult = train_federation(
+        cohort, split, federation, instantiate(cfg.model), cfg.seed
+    )
+    return result
+
+
+def _run_config(overrides: str, **extra: Any) -> dict[str, Any]:
+    return {"overrides": overrides, "training-log": "", **extra}
+
+
+def _relay(run_config: dict[str, Any]) -> ClientApp:
+    """The module-level ClientApp, its nodes given the run config as Flower's runtime does."""
+    relay = ClientApp()
+
+    @relay.train()
+    def _train(msg: Message, context: Context) -> Message:
+        context.run_config = dict(run_config)
+        return flwr_app.client_app(msg, context)
+
+    @relay.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        context.run_config = dict(run_config)
+        return flwr_app.client_app(msg, context)
+
+    return relay
+
+
+def _run_in_process(run_config: dict[str, Any], num_nodes: int) -> Context:
+    """Run the module-level ServerApp on fedgen's in-process grid; return its Context."""
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = 1
+    TaskIdentity.node_id = 1
+    grid = InProcessGrid(_relay(run_config), num_nodes, run_id=1)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)
+    )
+    flwr_app.server_app(grid=grid, context=context)
+    return context
+
+
+def test_flwr_apps_train_the_same_parameters_as_the_pipeline(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "training_log.csv"
+    context = _run_in_process(_run_config(TINY, **{"training-log": str(log_path)}), 5)
+    expected = _pipeline_result(TINY)
+
+    got = from_record(context.state.array_records[flwr_app.FINAL_ARRAYS_KEY])
+    np.testing.assert_array_equal(got.coef, expected.final_params.coef)
+    assert got.intercept == expected.final_params.intercept
+    assert dict(context.state.metric_records[flwr_app.FINAL_METRICS_KEY]) == dict(
+        expected.rounds[-1].metrics
+    )
+    assert log_path.read_text() == training_log_csv(expected)
+    assert flwr_app.params_digest(got) == flwr_app.params_digest(expected.final_params)
+
+
+def test_other_overrides_reach_server_and_clients() -> None:
+    overrides = "dataset=tiny federation.num_clients=3 federation.num_rounds=2 seed=11"
+    context = _run_in_process(_run_config(overrides), 3)
+    got = from_record(context.state.array_records[flwr_app.FINAL_ARRAYS_KEY])
+    expected = _pipeline_result(overrides).final_params
+    np.testing.assert_array_equal(got.coef, expected.coef)
+    assert got.intercept == expected.intercept
+
+
+def test_supernode_count_must_equal_num_clients() -> None:
+    with pytest.raises(ConfigError, match=r"4 SuperNodes.*federation\.num_clients=5"):
+        _run_in_process(_run_config(TINY), 4)
+
+
+def test_client_rejects_a_federation_of_another_size() -> None:
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = 1
+    TaskIdentity.node_id = 1
+    content = RecordDict({"arrays": to_record(zeros(20))})
+    msg = Message(content, 1001, "evaluate", group_id="1")
+    context = Context(
+        run_id=1,
+        node_id=1001,
+        node_config={"partition-id": 0, "num-partitions": 7},
+        state=RecordDict(),
+        run_config=_run_config(TINY),
+    )
+    with pytest.raises(ConfigError, match=r"7 SuperNodes.*federation\.num_clients=5"):
+        flwr_app.client_app(msg, context)
+
+
+def test_pyproject_declares_the_flower_app() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    app = config["tool"]["flwr"]["app"]
+    assert app["components"] == {
+        "serverapp": "fedgen.federation.flwr_app:server_app",
+        "clientapp": "fedgen.federation.flwr_app:client_app",
+    }
+    assert app["config"]["overrides"] == ""
+    # Flower 1.41 migrates [tool.flwr.federations] out of pyproject.toml, rewriting the file.
+    assert "federations" not in config["tool"]["flwr"]
+
+
+@pytest.mark.slow
+# Ray leaves the Popen handles of its helper processes to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_flwr_apps_on_the_ray_simulation_engine_match_the_pipeline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Flower's simulation engine (what `flwr run` uses) with the default config (no run config).
+    caplog.set_level("INFO", logger="fedgen")
+    RayRunner().run(flwr_app.server_app, flwr_app.client_app, 5)
+    found = re.search(r"fed/test_accuracy=(\S+)\).*sha256\[:16\] (\w+)", caplog.text)
+    assert found is not None, caplog.text
+    expected = _pipeline_result("")
+    assert float(found.group(1)) == expected.rounds[-1].metrics["fed/test_accuracy"]
+    assert found.group(2) == flwr_app.params_digest(expected.final_params)
+
+
+def test_params_digest_sees_every_bit() -> None:
+    a = LinearParams(coef=np.array([0.1, 0.2]), intercept=0.0)
+    b = LinearParams(coef=np.array([0.1, np.nextafter(0.2, 1.0)]), intercept=0.0)
+    assert flwr_app.params_digest(a) != flwr_app.params_digest(b)
