@@ -21,8 +21,8 @@ install: $(STAMP) ## create .venv and install fedgen with its dev tools
 run: install ## run the reference study's default experiment (MLflow store: ./mlflow.db)
 	$(PY) -m fedgen
 
-sweep: install ## an example sweep: 2 seeds x 2 client counts, 4 runs in one store
-	$(PY) -m fedgen --multirun seed=0,1 federation.num_clients=3,5
+sweep: install ## the gmia attack at 3 thresholds: 3 runs in one store, trained once
+	$(PY) -m fedgen attack=gmia threshold=0.3,0.45,0.5 --multirun
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check fedgen tests benchmarks
@@ -40,6 +40,7 @@ check: test ## alias of test
 
 bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py
+	$(PY) benchmarks/bench_sweep.py
 
 mlflow-ui: install ## open the MLflow UI on ./mlflow.db (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -19,22 +19,20 @@ SWEEP_20 = ["-m", "fedgen", "attack=gmia", f"threshold={THRESHOLDS_20}", "--mult
 TARGETS = {"3-threshold sweep": (SWEEP_3, 1.3), "20-threshold sweep": (SWEEP_20, 3.0)}
 
 
-def fresh_run(cmd: list[str]) -> float:
-    """Wall time of one command in a new directory: a new MLflow store and an empty cache."""
-    with tempfile.TemporaryDirectory(prefix="fedgen-bench-") as tmp:
-        return run_command(cmd, Path(tmp))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each command")
     args = parser.parse_args()
     commands = {"single run (attack=gmia)": SINGLE} | {k: v[0] for k, v in TARGETS.items()}
     times: dict[str, list[float]] = {k: [] for k in commands}
-    for i in range(args.repeats):  # interleaved, so machine noise hits every command alike
-        for name, cmd in commands.items():
-            times[name].append(fresh_run(cmd))
-            print(f"  [{i + 1}/{args.repeats}] {name}: {times[name][-1]:.2f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="fedgen-bench-") as tmp:
+        cwd = Path(tmp)
+        print("warm-up: python -m fedgen attack=gmia (creates <tmpdir>/mlflow.db, not timed)")
+        run_command(SINGLE, cwd)
+        for i in range(args.repeats):  # interleaved, so machine noise hits every command alike
+            for name, cmd in commands.items():
+                times[name].append(run_command(cmd, cwd))  # each with an empty training cache
+                print(f"  [{i + 1}/{args.repeats}] {name}: {times[name][-1]:.2f} s", flush=True)
     width = max(len(k) for k in times)
     print(f"\n{'command':<{width}}  runs  median      min      max")
     for name, ts in times.items():

@@ -57,4 +57,11 @@ def main() -> None:
         prestart_worker()
     import hydra
 
+    from fedgen.tracking import flush
+
     hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
+    try:
+        flush()  # MLflow stores the last job's results in the background: wait, and check
+    except FedgenError as exc:
+        print(f"fedgen: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -125,7 +125,12 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 class _Worker:
-    """The parent's end of :mod:`fedgen.mlflow_worker`: one request, one reply."""
+    """The parent's end of :mod:`fedgen.mlflow_worker`: requests in order, replies in order.
+
+    ``send`` does not wait for the reply, so the worker writes a job's metrics and artifacts
+    while this process goes on (e.g. Hydra composes the next job of a sweep). ``call`` and
+    ``drain`` first collect every outstanding reply and raise the first error among them.
+    """
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -135,27 +140,70 @@ class _Worker:
             text=True,
         )
         self.lock = threading.Lock()
+        self.pending: list[str] = []
+
+    def send(self, op: str, **args: Any) -> None:
+        """Queue a request whose reply is checked later (by ``call`` or ``drain``)."""
+        with self.lock:
+            self._write(op, args)
+            self.pending.append(op)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        """Send a request and wait for its reply, after the replies still outstanding."""
         with self.lock:
-            try:
-                self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-                self.proc.stdin.flush()
-                line = self.proc.stdout.readline()
-            except OSError:
-                line = ""
+            self._drain()
+            self._write(op, args)
+            return self._read(op)
+
+    def drain(self) -> None:
+        """Wait until the worker has answered every request; raise the first error."""
+        with self.lock:
+            self._drain()
+
+    def _write(self, op: str, args: Mapping[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            raise self._exited() from None
+
+    def _read(self, op: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        try:
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = ""
         if not line:
-            raise TrackingError(
-                "the MLflow tracking process exited (its error is printed above); "
-                "check tracking.uri, or run with tracking=none"
-            )
+            raise self._exited()
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise TrackingError(f"MLflow {op} failed: {reply['error']}")
         return reply
 
+    def _drain(self) -> None:
+        pending, self.pending = self.pending, []
+        first: TrackingError | None = None
+        for op in pending:
+            try:
+                self._read(op)
+            except TrackingError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    @staticmethod
+    def _exited() -> TrackingError:
+        return TrackingError(
+            "the MLflow tracking process exited (its error is printed above); "
+            "check tracking.uri, or run with tracking=none"
+        )
+
     def close(self) -> None:
+        try:
+            self.drain()
+        except TrackingError as exc:
+            print(f"fedgen: error: {exc}", file=sys.stderr)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
@@ -172,6 +220,12 @@ def prestart_worker() -> None:
     if _worker is None or _worker.proc.poll() is not None:
         _worker = _Worker()
         atexit.register(_worker.close)
+
+
+def flush() -> None:
+    """Wait until everything sent to MLflow is stored; raise :class:`TrackingError` if not."""
+    if _worker is not None and _worker.proc.poll() is None:
+        _worker.drain()
 
 
 def _get_worker() -> _Worker:
@@ -202,7 +256,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self._opened = False
 
-    def _call(self, op: str, **args: Any) -> dict[str, Any]:
+    def _worker(self) -> _Worker:
         worker = _get_worker()
         if not self._opened:
             db = sqlite_path(self.uri)
@@ -211,7 +265,15 @@ class MlflowTracker:
                 "open", uri=self.uri, experiment=self.experiment, artifact_location=location
             )
             self._opened = True
-        return worker.call(op, **args)
+        return worker
+
+    def _call(self, op: str, **args: Any) -> dict[str, Any]:
+        """A request whose reply is needed now (e.g. the new run's id)."""
+        return self._worker().call(op, **args)
+
+    def _send(self, op: str, **args: Any) -> None:
+        """A request answered later: MLflow stores it while the job goes on."""
+        self._worker().send(op, **args)
 
     def start_run(self, name: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
         all_tags = dict(tags)
@@ -232,18 +294,18 @@ class MlflowTracker:
 
     def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         payload = [[step, {k: float(v) for k, v in m.items()}] for step, m in steps]
-        self._call("log_history", run_id=self.run_id, steps=payload)
+        self._send("log_history", run_id=self.run_id, steps=payload)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._call("set_tags", run_id=self.run_id, tags=dict(tags))
+        self._send("set_tags", run_id=self.run_id, tags=dict(tags))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._call("log_text", run_id=self.run_id, text=text, artifact_file=artifact_file)
+        self._send("log_text", run_id=self.run_id, text=text, artifact_file=artifact_file)
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
-        self._call("log_file", run_id=self.run_id, path=str(path), artifact_dir=artifact_dir)
+        self._send("log_file", run_id=self.run_id, path=str(path), artifact_dir=artifact_dir)
 
     def end_run(self, status: str) -> None:
         if self.run_id is not None:
             run_id, self.run_id = self.run_id, None
-            self._call("end_run", run_id=run_id, status=status)
+            self._send("end_run", run_id=run_id, status=status)

@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fedgen import tracking
+from fedgen.errors import TrackingError
 from fedgen.tracking import InMemoryTracker, MlflowTracker, tracked_run
 
 
@@ -23,6 +24,7 @@ def test_run_round_trip_and_failed_status(tmp_path: Path) -> None:
         run.log_text("hello", "notes/x.txt")
     with pytest.raises(RuntimeError), tracked_run(tracker, "boom", {}, {}):
         raise RuntimeError("job failed")
+    tracking.flush()  # results are stored in the background; wait for them
     client = _client(tmp_path)
     exp = client.get_experiment_by_name("t")
     assert exp is not None
@@ -36,6 +38,21 @@ def test_run_round_trip_and_failed_status(tmp_path: Path) -> None:
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
     text = client.download_artifacts(runs["ok"].info.run_id, "notes/x.txt", str(tmp_path))
     assert Path(text).read_text() == "hello"
+
+
+def test_an_error_in_background_logging_is_raised_at_the_next_flush(tmp_path: Path) -> None:
+    tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+    tracker.start_run("r", {}, {})
+    tracker.log_file(tmp_path / "missing.csv", "logs")  # returns at once
+    tracker.log_text("still stored", "ok.txt")
+    with pytest.raises(TrackingError, match="MLflow log_file failed"):
+        tracking.flush()
+    tracker.end_run("FINISHED")
+    tracking.flush()
+    client = _client(tmp_path)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert "ok.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 @pytest.mark.slow
