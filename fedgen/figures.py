@@ -1,0 +1,55 @@
+"""What every fedgen figure shares: a headless matplotlib Figure, its data, and PNG output."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fedgen.io import atomic_write_bytes
+
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure and the numbers drawn in it (tests check the numbers, not the pixels).
+
+    Attributes
+    ----------
+    name : str
+        File stem, e.g. ``gradient_norm_histogram`` (saved as ``<name>.png``).
+    figure : matplotlib.figure.Figure
+    data : dict of str to Any
+        The arrays and values the figure shows, by name.
+    """
+
+    name: str
+    figure: Figure
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def new_figure(title: str, subtitle: str = "", size: tuple[float, float] = (6.4, 4.4)) -> Figure:
+    """A Figure on the Agg canvas (no display, no pyplot state) with a title and subtitle."""
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
+    return fig
+
+
+def png_bytes(plot: Plot) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    plot.figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def save_png(plot: Plot, directory: Path) -> Path:
+    """Write ``<directory>/<name>.png`` atomically and return its path."""
+    path = directory / f"{plot.name}.png"
+    atomic_write_bytes(path, png_bytes(plot))
+    return path
