@@ -25,11 +25,11 @@ sweep: install ## the gmia attack at 3 thresholds: 3 runs in one store, trained 
 	$(PY) -m fedgen attack=gmia threshold=0.3,0.45,0.5 --multirun
 
 lint: install ## ruff lint and format check
-	$(VENV)/bin/ruff check fedgen tests benchmarks
-	$(VENV)/bin/ruff format --check fedgen tests benchmarks
+	$(VENV)/bin/ruff check fedgen hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check fedgen hydra_plugins tests benchmarks
 
 typecheck: install ## mypy (strict) on the package
-	$(VENV)/bin/mypy fedgen
+	$(VENV)/bin/mypy --explicit-package-bases fedgen hydra_plugins
 
 pytest: install ## the test suite only
 	$(PY) -m pytest

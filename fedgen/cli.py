@@ -56,9 +56,17 @@ def main() -> None:
     if not any(a in ("tracking=none", "--help", "-h", "--cfg", "-c", "--info") for a in sys.argv):
         prestart_worker()
     import hydra
+    from hydra.core.plugins import Plugins
 
     from fedgen.tracking import flush
 
+    # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install
+    # cannot list, so the sweeper is registered by hand. Plugins.instance() first: its scan
+    # re-executes Hydra's basic_sweeper module, and our subclass must extend the class it leaves.
+    Plugins.instance()
+    from hydra_plugins.fedgen_sweeper import FedgenSweeper
+
+    Plugins.instance().register(FedgenSweeper)
     hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
     try:
         flush()  # MLflow stores the last job's results in the background: wait, and check
