@@ -63,7 +63,7 @@ def build_experiment(
         federation=_instantiate(cfg.federation, "federation"),
         model=_instantiate(cfg.model, "model"),
         tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
-        run_name=run_name(overrides),
+        run_name=run_name(overrides, [a.name for a in attacks], float(threshold)),
         params=params,
         tags=tags,
         artifacts={
@@ -78,7 +78,14 @@ def build_experiment(
         training_material={k: resolved.get(k) for k in ("dataset", "federation", "model")},
         sweep_dir=sweep_dir,
         job=job,
+        figures=_flag("figures", resolved.get("figures", True)),
     )
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    return value
 
 
 def _cache(enabled: Any, directory: Any) -> TrainingCache | None:
@@ -124,10 +131,16 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def run_name(overrides: Sequence[str]) -> str:
-    """A run's name in the MLflow UI: its command-line overrides, or ``default``."""
-    shown = [o for o in overrides if not o.startswith(("hydra.", "tracking."))]
-    return " ".join(shown) if shown else "default"
+def run_name(overrides: Sequence[str], attacks: Sequence[str] = (), threshold: float = 0.5) -> str:
+    """A run's name in the MLflow UI: its attacks and threshold, then its other overrides.
+
+    For example ``gmia t=0.45`` or ``mia,gmia,lia t=0.5 seed=1 federation.num_clients=3``, so
+    the runs of a sweep tell themselves apart in the UI's run list.
+    """
+    skip = ("hydra.", "tracking.", "attack=", "threshold=")
+    shown = [o for o in overrides if not o.startswith(skip)]
+    head = f"{','.join(attacks) or 'no attack'} t={threshold:g}"
+    return " ".join([head, *shown])
 
 
 def _git_commit() -> str | None:

@@ -52,7 +52,12 @@ def main() -> None:
 
     The MLflow process is started before anything heavy is imported here, so that its start-up
     (MLflow and its SQL store) and ours (Hydra, scikit-learn, Flower) run side by side.
+    ``fedgen compare ...`` is the comparison command (:mod:`fedgen.compare`).
     """
+    if sys.argv[1:2] == ["compare"]:
+        from fedgen.compare import main as compare
+
+        raise SystemExit(compare(sys.argv[2:]))
     if not any(a in ("tracking=none", "--help", "-h", "--cfg", "-c", "--info") for a in sys.argv):
         prestart_worker()
     import hydra

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,11 @@ from fedgen.cache import TrainingCache, training_key
 from fedgen.data import CohortSource, partition
 from fedgen.evaluation import Evaluation
 from fedgen.federation import FederationSettings, train_federation
+from fedgen.figures import save_png
 from fedgen.io import atomic_write_text
 from fedgen.records import Cohort, FederationResult, Split
+from fedgen.report import RunRecord, dump_run_json
+from fedgen.run_figures import run_figures
 from fedgen.seeding import child_rng
 from fedgen.tracking import Tracker, tracked_run
 
@@ -51,6 +55,7 @@ class Experiment:
     training_material: dict[str, Any] | None = None
     sweep_dir: Path | None = None
     job: str = ""
+    figures: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,17 +100,23 @@ def run_experiment(exp: Experiment) -> Outcome:
         log_path = exp.output_dir / "training_log.csv"
         atomic_write_text(log_path, training_log_csv(result))
         run.log_file(log_path, "logs")
-        assessments = _attack(exp, cohort, split, result, run)
+        assessments: tuple[Assessment, ...] = ()
+        if exp.evaluation is not None:
+            pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
+            arena = Arena(cohort=cohort, pool=pool, server=result, seed=exp.seed)
+            assessments = _attack(exp, arena, run)
+            if exp.figures:
+                _figures(exp, arena, assessments, split, run)
+        _record(exp, result, assessments, run)
+        if exp.sweep_dir is not None and assessments:
+            # Last, so that the sweep's table only ever holds rows of complete jobs.
+            attack_logs.append(exp.sweep_dir / "attack_logs.csv", _rows(exp, assessments))
     return Outcome(result, assessments)
 
 
-def _attack(
-    exp: Experiment, cohort: Cohort, split: Split, result: FederationResult, run: Tracker
-) -> tuple[Assessment, ...]:
-    if not exp.attacks or exp.evaluation is None:
-        return ()
-    pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
-    arena = Arena(cohort=cohort, pool=pool, server=result, seed=exp.seed)
+def _attack(exp: Experiment, arena: Arena, run: Tracker) -> tuple[Assessment, ...]:
+    """Run every attack, log its metrics and the job's attack_logs.csv, print the table."""
+    assert exp.evaluation is not None
     done = tuple(assess(a, arena, exp.threshold, exp.evaluation.n_bootstrap) for a in exp.attacks)
     run.log_metrics({f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()})
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
@@ -115,25 +126,57 @@ def _attack(
         pooled = {k: why for k, why in a.omitted.items() if not k.startswith("client_")}
         for k, why in pooled.items():
             log.info("%s/%s not reported: %s", a.name, k, why)
+    job_log = exp.output_dir / "attack_logs.csv"
+    atomic_write_text(job_log, attack_logs.to_csv(_rows(exp, done)))
+    run.log_file(job_log, "logs")
+    log.info(
+        "attacks on %d candidates (%s evaluation)\n%s",
+        arena.pool.size,
+        exp.evaluation.name,
+        attack_logs.console_table(done),
+    )
+    return done
+
+
+def _rows(exp: Experiment, done: Sequence[Assessment]) -> list[dict[str, str]]:
     context = {
-        "evaluation": exp.evaluation.name,
+        "evaluation": exp.evaluation.name if exp.evaluation is not None else "",
         "seed": str(exp.seed),
         "run_name": exp.run_name,
         "job": exp.job,
     }
-    table = attack_logs.rows(done, context, split.num_clients)
-    job_log = exp.output_dir / "attack_logs.csv"
-    atomic_write_text(job_log, attack_logs.to_csv(table))
-    run.log_file(job_log, "logs")
-    log.info(
-        "attacks on %d candidates (%s evaluation)\n%s",
-        pool.size,
-        exp.evaluation.name,
-        attack_logs.console_table(done),
+    return attack_logs.rows(done, context, exp.federation.num_clients)
+
+
+def _figures(
+    exp: Experiment, arena: Arena, done: Sequence[Assessment], split: Split, run: Tracker
+) -> None:
+    """Draw the job's figures into ``<job dir>/figures`` and log them under ``figures/``."""
+    cohort = arena.cohort
+    evaluation = exp.evaluation.name if exp.evaluation is not None else ""
+    subtitle = (
+        f"{cohort.n_individuals:,} individuals x {cohort.n_snps:,} SNPs, "
+        f"{split.num_clients} clients, {exp.federation.num_rounds} rounds, "
+        f"{evaluation} evaluation, threshold {exp.threshold:g}, seed {exp.seed}"
     )
-    if exp.sweep_dir is not None:
-        attack_logs.append(exp.sweep_dir / "attack_logs.csv", table)
-    return done
+    folder = exp.output_dir / "figures"
+    for plot in run_figures(arena, done, exp.threshold, subtitle):
+        run.log_file(save_png(plot, folder), "figures")
+
+
+def _record(
+    exp: Experiment, result: FederationResult, done: Sequence[Assessment], run: Tracker
+) -> None:
+    """``run.json``: the job's params and final metrics, read by the sweep summary."""
+    metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
+    metrics.update({f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()})
+    record = RunRecord(
+        run_id=str(getattr(run, "run_id", None) or ""),
+        run_name=exp.run_name,
+        params=dict(exp.params),
+        metrics=metrics,
+    )
+    atomic_write_text(exp.output_dir / "run.json", dump_run_json(record))
 
 
 def _cache_key(exp: Experiment, cohort: Cohort, split: Split) -> str:

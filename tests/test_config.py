@@ -129,7 +129,15 @@ def test_flatten_and_run_name() -> None:
         "a.c.d": "null",
         "e": "x",
     }
-    assert run_name([]) == "default"
-    assert run_name(["seed=1", "hydra.verbose=true", "federation.num_clients=3"]) == (
-        "seed=1 federation.num_clients=3"
-    )
+    assert run_name([], ["mia", "gmia", "lia"], 0.5) == "mia,gmia,lia t=0.5"
+    assert run_name(
+        [
+            "attack=gmia",
+            "threshold=0.45",
+            "seed=1",
+            "hydra.verbose=true",
+            "federation.num_clients=3",
+        ],
+        ["gmia"],
+        0.45,
+    ) == ("gmia t=0.45 seed=1 federation.num_clients=3")

@@ -1,0 +1,375 @@
+"""Tests for fedgen.plots: the numbers drawn (against numpy, scikit-learn and fedgen.metrics) and
+that every figure renders to a titled, labelled PNG without pyplot."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+from matplotlib.projections.polar import PolarAxes
+from numpy.typing import NDArray
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
+
+from fedgen import plots
+from fedgen.figures import Plot, save_png
+from fedgen.metrics import roc, threshold_metrics, trivial_metrics
+from fedgen.records import AttackResult
+
+SUBTITLE = "synthetic n=300 p=20 | 3 clients, 5 rounds | seed 7"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cohort(
+    n: int = 300, p: int = 20, seed: int = 0
+) -> tuple[NDArray[np.int8], NDArray[np.int8], list[str]]:
+    """Genotypes 0/1/2 with SNPs 2 and 5 tied to the label (one each way)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.4).astype(np.int8)
+    genotypes = rng.integers(0, 3, size=(n, p)).astype(np.int8)
+    genotypes[:, 2] = np.where(labels == 1, np.minimum(genotypes[:, 2] + 1, 2), genotypes[:, 2])
+    genotypes[:, 5] = np.where(labels == 1, np.maximum(genotypes[:, 5] - 1, 0), genotypes[:, 5])
+    return genotypes, labels, [f"rs{100 + j}" for j in range(p)]
+
+
+def _pool(n: int = 400, seed: int = 1) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Scores in [0, 1] with members higher, rounded to 2 decimals (many ties)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < 0.3
+    scores = np.clip(np.round(rng.normal(0.45 + 0.15 * truth, 0.15), 2), 0.0, 1.0)
+    return scores, truth
+
+
+def _same_up_to_sign(a: NDArray[np.float64], b: NDArray[np.float64]) -> None:
+    """Columns of ``a`` equal those of ``b`` up to one sign per column."""
+    for j in range(a.shape[1]):
+        sign = 1.0 if np.dot(a[:, j], b[:, j]) >= 0 else -1.0
+        np.testing.assert_allclose(a[:, j], sign * b[:, j], rtol=1e-9, atol=1e-9)
+
+
+def _legend_texts(ax: Axes) -> list[str]:
+    legend = ax.get_legend()
+    assert legend is not None
+    return [text.get_text() for text in legend.get_texts()]
+
+
+# --- gradient_norm_histogram ------------------------------------------------------------------
+
+
+def test_histogram_counts_match_numpy_on_shared_edges() -> None:
+    rng = np.random.default_rng(3)
+    member = rng.random(500) < 0.35
+    norms = rng.gamma(2.0, 0.1, size=500) + 0.05 * ~member
+    plot = plots.gradient_norm_histogram(norms, member, 0.21, SUBTITLE, bins=17)
+    d = plot.data
+    assert plot.name == "gradient_norm_histogram"
+    np.testing.assert_array_equal(d["bin_edges"], np.histogram_bin_edges(norms, bins=17))
+    assert d["member_counts"].sum() == member.sum()
+    assert d["non_member_counts"].sum() == (~member).sum()
+    np.testing.assert_array_equal(
+        d["member_counts"], np.histogram(norms[member], d["bin_edges"])[0]
+    )
+    np.testing.assert_array_equal(
+        d["non_member_counts"], np.histogram(norms[~member], d["bin_edges"])[0]
+    )
+    assert d["threshold"] == 0.21
+    ax = plot.figure.axes[0]
+    legend = _legend_texts(ax)
+    assert "threshold t=0.21" in legend
+    assert f"members (n={member.sum()})" in legend
+    assert ax.get_xlabel() == plots.GRADIENT_NORM_LABEL
+
+
+def test_histogram_rejects_mismatched_or_non_boolean_membership() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        plots.gradient_norm_histogram(np.ones(5), np.ones(4, dtype=bool), 0.5, SUBTITLE)
+    with pytest.raises(ValueError, match="boolean"):
+        plots.gradient_norm_histogram(np.ones(3), np.array([0, 2, 1]), 0.5, SUBTITLE)
+
+
+# --- snp_pca ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(80, 12), (9, 25)])  # Gram route (p <= n) and SVD route
+def test_pca_matches_sklearn(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(4)
+    genotypes = rng.integers(0, 3, size=shape).astype(np.int8)
+    genotypes[:, 1] = genotypes[:, 0] * 2 // 2 + rng.integers(0, 2, size=shape[0])  # structure
+    labels = rng.integers(0, 2, size=shape[0])
+    plot = plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(0))
+    reference = PCA(n_components=2, svd_solver="full").fit(genotypes.astype(np.float64))
+    np.testing.assert_allclose(
+        plot.data["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-10
+    )
+    np.testing.assert_array_equal(plot.data["rows"], np.arange(shape[0]))
+    _same_up_to_sign(plot.data["scores"], reference.transform(genotypes.astype(np.float64)))
+    np.testing.assert_array_equal(plot.data["labels"], labels)
+    ratio = plot.data["explained_variance_ratio"]
+    ax = plot.figure.axes[0]
+    assert ax.get_xlabel() == f"PC1 ({100 * ratio[0]:.1f}% variance)"
+    assert ax.get_ylabel() == f"PC2 ({100 * ratio[1]:.1f}% variance)"
+    assert {text.split(" (")[0] for text in _legend_texts(ax)} == {
+        "label 0",
+        "label 1",
+    }
+
+
+def test_pca_subsamples_points_but_not_the_components() -> None:
+    genotypes, labels, _ = _cohort(n=300)
+    plot = plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(5), max_points=50)
+    rows = plot.data["rows"]
+    assert rows.shape == (50,)
+    assert np.all(np.diff(rows) > 0) and rows.max() < 300  # sorted, distinct
+    reference = PCA(n_components=2).fit(genotypes.astype(np.float64))  # fitted on all rows
+    _same_up_to_sign(plot.data["scores"], reference.transform(genotypes[rows].astype(np.float64)))
+    np.testing.assert_array_equal(plot.data["labels"], labels[rows])
+    n_drawn = sum(np.asarray(c.get_offsets()).shape[0] for c in plot.figure.axes[0].collections)
+    assert n_drawn == 50
+    again = plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(5), max_points=50)
+    np.testing.assert_array_equal(again.data["rows"], rows)
+
+
+# --- top_snp_correlations ---------------------------------------------------------------------
+
+
+def test_top_correlations_are_the_largest_absolute_pearson_r_with_sign() -> None:
+    genotypes, labels, names = _cohort()
+    plot = plots.top_snp_correlations(genotypes, labels, names, SUBTITLE, k=10)
+    expected_r = np.array(
+        [np.corrcoef(genotypes[:, j].astype(float), labels.astype(float))[0, 1] for j in range(20)]
+    )
+    order = np.argsort(-np.abs(expected_r))[:10]
+    assert plot.name == "top_snp_correlations"
+    assert plot.data["names"] == [names[j] for j in order]
+    np.testing.assert_allclose(plot.data["r"], expected_r[order], rtol=1e-12, atol=1e-12)
+    assert plot.data["names"][:2] == ["rs102", "rs105"] or plot.data["names"][:2] == [
+        "rs105",
+        "rs102",
+    ]
+    r = dict(zip(plot.data["names"], plot.data["r"], strict=True))
+    assert r["rs102"] > 0.1 and r["rs105"] < -0.1
+    ax = plot.figure.axes[0]
+    by_height = dict(
+        zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()], strict=True)
+    )
+    assert [by_height[y] for y in sorted(by_height, reverse=True)] == plot.data["names"]  # top down
+
+
+def test_constant_snp_has_zero_correlation() -> None:
+    genotypes, labels, names = _cohort(p=6)
+    genotypes[:, 3] = 1
+    r = plots.snp_label_correlations(genotypes, labels)
+    assert r[3] == 0.0
+    plot = plots.top_snp_correlations(genotypes, labels, names, SUBTITLE, k=6)
+    assert plot.data["names"][-1] == names[3] and plot.data["r"][-1] == 0.0
+    with pytest.raises(ValueError, match="snp_names"):
+        plots.top_snp_correlations(genotypes, labels, names[:5], SUBTITLE)
+
+
+# --- roc_curves -------------------------------------------------------------------------------
+
+
+def test_roc_data_and_auc_match_sklearn() -> None:
+    scores, truth = _pool()
+    other = np.random.default_rng(9).random(truth.size)
+    plot = plots.roc_curves(
+        {"mia": (scores, truth), "noise": (other, truth)},
+        {"mia": (0.1, 0.4)},
+        SUBTITLE,
+    )
+    assert plot.name == "roc"
+    for attack, s in (("mia", scores), ("noise", other)):
+        curve = plot.data["curves"][attack]
+        assert curve["auc"] == pytest.approx(roc_auc_score(truth, s), abs=1e-12)
+        fpr, tpr = roc(s, truth)
+        np.testing.assert_array_equal(curve["fpr"], fpr)
+        np.testing.assert_array_equal(curve["tpr"], tpr)
+    assert plot.data["x_floor"] == 1 / (~truth).sum()
+    assert plot.data["y_floor"] == 1 / truth.sum()
+    assert plot.data["operating_points"] == {"mia": (0.1, 0.4)}
+    ax = plot.figure.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlim() == pytest.approx((plot.data["x_floor"], 1.0))
+    legend = _legend_texts(ax)
+    assert f"mia (AUC {plot.data['curves']['mia']['auc']:.3f})" in legend
+    assert "chance" in legend
+
+
+def test_roc_rejects_operating_points_without_curves_and_no_curves() -> None:
+    scores, truth = _pool()
+    with pytest.raises(ValueError, match="without a curve"):
+        plots.roc_curves({"mia": (scores, truth)}, {"lia": (0.1, 0.2)}, SUBTITLE)
+    with pytest.raises(ValueError, match="at least one"):
+        plots.roc_curves({}, {}, SUBTITLE)
+
+
+# --- threshold_curves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("higher_is_positive", [True, False])
+def test_threshold_curves_equal_threshold_metrics_at_every_grid_point(
+    higher_is_positive: bool,
+) -> None:
+    scores, truth = _pool()
+    attack = AttackResult("gmia", scores, higher_is_positive)
+    plot = plots.threshold_curves("gmia", scores, truth, higher_is_positive, 0.5, SUBTITLE)
+    d = plot.data
+    assert plot.name == "threshold_curves_gmia"
+    np.testing.assert_array_equal(d["thresholds"], np.linspace(0, 1, 201))  # on score ties too
+    for i, t in enumerate(d["thresholds"]):
+        expected = threshold_metrics(attack.predict(float(t)), truth)
+        for key in ("precision", "recall", "f1"):
+            assert d[key][i] == pytest.approx(expected[key], rel=1e-12, abs=0), (key, t)
+    steps = np.diff(d["recall"])
+    assert np.all(steps <= 0) if higher_is_positive else np.all(steps >= 0)
+    assert steps.any()  # the check above is not vacuous
+    assert d["trivial_f1"] == trivial_metrics(truth)["trivial_f1"]
+    assert d["threshold"] == 0.5
+
+
+def test_threshold_curves_conventions_at_the_extremes() -> None:
+    scores, truth = _pool()
+    grid = np.array([-1.0, scores.min(), scores.max(), 2.0])
+    plot = plots.threshold_curves("mia", scores, truth, True, 0.5, SUBTITLE, grid=grid)
+    d = plot.data
+    # Below every score all are called: recall 1, precision = member share; above none: all 0.
+    assert d["recall"][0] == 1.0 and d["precision"][0] == pytest.approx(truth.mean())
+    assert d["precision"][-1] == 0.0 and d["recall"][-1] == 0.0 and d["f1"][-1] == 0.0
+    top = scores == scores.max()
+    assert d["precision"][2] == pytest.approx(truth[top].mean())
+    np.testing.assert_array_equal(d["thresholds"], grid)
+
+
+# --- radar ------------------------------------------------------------------------------------
+
+
+def test_radar_values_matrix_and_missing_metrics() -> None:
+    metrics = {
+        "mia": {"precision": 0.6, "recall": 0.8, "f1": 0.69, "auc": 0.71, "extra": 0.3},
+        "gmia": {"precision": 0.5, "recall": 1.0, "f1": float("nan")},
+    }
+    plot = plots.radar(metrics, SUBTITLE)
+    d = plot.data
+    assert plot.name == "radar"
+    assert d["attacks"] == ["mia", "gmia"]
+    assert d["axes"] == ["precision", "recall", "f1", "auc"]
+    np.testing.assert_array_equal(d["values"], [[0.6, 0.8, 0.69, 0.71], [0.5, 1.0, 0.0, 0.0]])
+    assert d["missing"] == [("gmia", "f1"), ("gmia", "auc")]
+    ax = plot.figure.axes[0]
+    assert isinstance(ax, PolarAxes)
+    assert ax.get_ylim() == (0.0, 1.0)
+    closed = ax.get_lines()[0].get_ydata()
+    np.testing.assert_array_equal(closed, [0.6, 0.8, 0.69, 0.71, 0.6])  # polygon is closed
+    with pytest.raises(ValueError, match="outside"):
+        plots.radar({"mia": {"auc": 1.2}}, SUBTITLE)
+
+
+# --- training_curves --------------------------------------------------------------------------
+
+
+def test_training_curves_data_and_validation() -> None:
+    rounds = np.arange(1, 6)
+    metrics = {
+        "fed/train_loss": [0.69, 0.6, 0.55, 0.52, 0.5],
+        "fed/test_loss": [0.69, 0.62, 0.58, 0.57, 0.57],
+        "fed/train_accuracy": [0.5, 0.6, 0.65, 0.7, 0.72],
+        "fed/test_accuracy": [0.5, 0.58, 0.6, 0.62, 0.62],
+        "fed/client_0/train_loss": [1.0] * 5,  # ignored
+    }
+    plot = plots.training_curves(rounds, metrics, SUBTITLE)
+    assert plot.name == "training_curves"
+    assert set(plot.data) == {"rounds", *plots.TRAINING_KEYS}
+    for key in plots.TRAINING_KEYS:
+        np.testing.assert_array_equal(plot.data[key], metrics[key])
+    loss_ax, acc_ax = plot.figure.axes
+    np.testing.assert_array_equal(loss_ax.get_lines()[1].get_ydata(), metrics["fed/test_loss"])
+    np.testing.assert_array_equal(acc_ax.get_lines()[0].get_ydata(), metrics["fed/train_accuracy"])
+    assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "FedAvg round"
+    with pytest.raises(ValueError, match="fed/test_accuracy"):
+        plots.training_curves(rounds, {k: metrics[k] for k in plots.TRAINING_KEYS[:3]}, SUBTITLE)
+    with pytest.raises(ValueError, match="shape"):
+        plots.training_curves(rounds[:4], metrics, SUBTITLE)
+
+
+# --- client_auc_bars --------------------------------------------------------------------------
+
+
+def test_client_auc_matrix_with_missing_clients() -> None:
+    per_client = {"mia": {2: 0.7, 0: 0.6}, "gmia": {1: 0.55, 0: 0.52}}
+    plot = plots.client_auc_bars(per_client, SUBTITLE)
+    assert plot.name == "client_auc"
+    assert plot.data["attacks"] == ["mia", "gmia"]
+    assert plot.data["clients"] == [0, 1, 2]
+    np.testing.assert_array_equal(plot.data["auc"], [[0.6, np.nan, 0.7], [0.52, 0.55, np.nan]])
+    ax = plot.figure.axes[0]
+    heights = sorted(p.get_height() for p in ax.patches if isinstance(p, Rectangle))
+    assert heights == [0.52, 0.55, 0.6, 0.7]  # one bar per known AUC, none for missing
+    assert "chance" in _legend_texts(ax)
+
+
+# --- every figure: PNG, title, labels, no pyplot ----------------------------------------------
+
+
+def _builders() -> dict[str, Callable[[], Plot]]:
+    genotypes, labels, names = _cohort()
+    scores, truth = _pool()
+    rounds = np.arange(1, 4)
+    curves = {key: [0.5, 0.6, 0.7] for key in plots.TRAINING_KEYS}
+    return {
+        "gradient_norm_histogram": lambda: plots.gradient_norm_histogram(
+            scores, truth, 0.4, SUBTITLE
+        ),
+        "snp_pca": lambda: plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(0)),
+        "top_snp_correlations": lambda: plots.top_snp_correlations(
+            genotypes, labels, names, SUBTITLE
+        ),
+        "roc": lambda: plots.roc_curves({"mia": (scores, truth)}, {"mia": (0.0, 0.1)}, SUBTITLE),
+        "threshold_curves_mia": lambda: plots.threshold_curves(
+            "mia", scores, truth, True, 0.5, SUBTITLE
+        ),
+        "radar": lambda: plots.radar({"mia": {"precision": 0.5, "auc": 0.6}}, SUBTITLE),
+        "training_curves": lambda: plots.training_curves(rounds, curves, SUBTITLE),
+        "client_auc": lambda: plots.client_auc_bars({"mia": {0: 0.6, 1: 0.4}}, SUBTITLE),
+    }
+
+
+@pytest.mark.parametrize("name", list(_builders()))
+def test_every_figure_saves_a_titled_labelled_png(name: str, tmp_path: Path) -> None:
+    plot = _builders()[name]()
+    assert plot.name == name
+    path = save_png(plot, tmp_path)
+    assert path == tmp_path / f"{name}.png"
+    content = path.read_bytes()
+    assert content.startswith(PNG_MAGIC) and len(content) > 1000
+    suptitle = plot.figure.get_suptitle()
+    assert SUBTITLE in suptitle and suptitle.split("\n")[0].strip()
+    assert plot.figure.axes
+    for ax in plot.figure.axes:
+        if isinstance(ax, PolarAxes):  # the spokes are the labels
+            spokes = [t.get_text() for t in ax.get_xticklabels()]
+            assert spokes == ["precision", "recall", "f1", "auc"]
+        else:
+            assert ax.get_xlabel().strip() and ax.get_ylabel().strip()
+
+
+def test_plots_never_imports_pyplot() -> None:
+    tree = ast.parse(inspect.getsource(plots))
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    imported += [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if "pyplot" in name]
