@@ -63,6 +63,7 @@ def main() -> None:
     import hydra
     from hydra.core.plugins import Plugins
 
+    from fedgen import figure_pool
     from fedgen.tracking import flush
 
     # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install
@@ -73,6 +74,7 @@ def main() -> None:
 
     Plugins.instance().register(FedgenSweeper)
     hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
+    figure_pool.wait()  # figures are drawn in the background: let them finish and be logged
     try:
         flush()  # MLflow stores the last job's results in the background: wait, and check
     except FedgenError as exc:

@@ -16,14 +16,13 @@ from typing import Any
 from numpy.typing import NDArray
 
 import fedgen
-from fedgen import attack_logs
+from fedgen import attack_logs, figure_pool
 from fedgen.assess import Assessment, assess
 from fedgen.attacks import Arena, Attack
 from fedgen.cache import TrainingCache, training_key
 from fedgen.data import CohortSource, partition
 from fedgen.evaluation import Evaluation
 from fedgen.federation import FederationSettings, train_federation
-from fedgen.figures import save_png
 from fedgen.io import atomic_write_text
 from fedgen.records import Cohort, FederationResult, Split
 from fedgen.report import RunRecord, dump_run_json
@@ -86,6 +85,8 @@ def run_experiment(exp: Experiment) -> Outcome:
     cached = exp.cache.load(key) if exp.cache is not None and key else None
     status = "off" if exp.cache is None else ("hit" if cached is not None else "miss")
     tags = {**exp.tags, "fedgen.training_cache": status}
+    if exp.figures:
+        figure_pool.start()  # its imports overlap training
     with tracked_run(exp.tracker, exp.run_name, exp.params, tags) as run:
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
@@ -151,7 +152,10 @@ def _rows(exp: Experiment, done: Sequence[Assessment]) -> list[dict[str, str]]:
 def _figures(
     exp: Experiment, arena: Arena, done: Sequence[Assessment], split: Split, run: Tracker
 ) -> None:
-    """Draw the job's figures into ``<job dir>/figures`` and log them under ``figures/``."""
+    """Have the job's figures drawn into ``<job dir>/figures``, each logged under ``figures/``.
+
+    They are drawn in the background (:mod:`fedgen.figure_pool`) while the job goes on.
+    """
     cohort = arena.cohort
     evaluation = exp.evaluation.name if exp.evaluation is not None else ""
     subtitle = (
@@ -159,9 +163,10 @@ def _figures(
         f"{split.num_clients} clients, {exp.federation.num_rounds} rounds, "
         f"{evaluation} evaluation, threshold {exp.threshold:g}, seed {exp.seed}"
     )
-    folder = exp.output_dir / "figures"
-    for plot in run_figures(arena, done, exp.threshold, subtitle):
-        run.log_file(save_png(plot, folder), "figures")
+    sink = run.artifact_sink("figures")
+    figure_pool.submit(
+        run_figures(arena, done, exp.threshold, subtitle), exp.output_dir / "figures", sink
+    )
 
 
 def _record(

@@ -1,4 +1,4 @@
-"""The figures of one job, from its cohort, federation and attack assessments."""
+"""The figures of one job, as drawing tasks, from its cohort, federation and assessments."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedgen import plots
 from fedgen.assess import Assessment
 from fedgen.attacks import Arena, GradientNormMIA
 from fedgen.attacks.views import membership_view
-from fedgen.figures import Plot
+from fedgen.figure_pool import FigureTask as Task
 from fedgen.seeding import child_rng
 
 POOLED = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_accuracy")
@@ -18,28 +17,33 @@ POOLED = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_acc
 
 def run_figures(
     arena: Arena, assessments: Sequence[Assessment], threshold: float, subtitle: str
-) -> list[Plot]:
+) -> list[Task]:
     """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC),
     the cohort (PCA, top SNP correlations) and training (per-round curves)."""
     cohort, pool = arena.cohort, arena.pool
     # The histogram shows G-MIA's statistic whichever attacks ran: it is cheap to compute.
     norms = GradientNormMIA().run(membership_view(arena).view).scores
     figures = [
-        plots.gradient_norm_histogram(norms, pool.is_member, threshold, subtitle),
-        plots.snp_pca(
-            cohort.genotypes, cohort.labels, subtitle, child_rng(arena.seed, "figures/pca")
+        Task("gradient_norm_histogram", (norms, pool.is_member, threshold, subtitle)),
+        Task(
+            "snp_pca",
+            (cohort.genotypes, cohort.labels, subtitle, child_rng(arena.seed, "figures/pca")),
         ),
-        plots.top_snp_correlations(
-            cohort.genotypes, cohort.labels, list(cohort.snp_names), subtitle
+        Task(
+            "top_snp_correlations",
+            (cohort.genotypes, cohort.labels, list(cohort.snp_names), subtitle),
         ),
     ]
     rounds = arena.server.rounds
     if rounds:
         figures.append(
-            plots.training_curves(
-                np.array([r.round for r in rounds]),
-                {k: [r.metrics[k] for r in rounds] for k in POOLED},
-                subtitle,
+            Task(
+                "training_curves",
+                (
+                    np.array([r.round for r in rounds]),
+                    {k: [r.metrics[k] for r in rounds] for k in POOLED},
+                    subtitle,
+                ),
             )
         )
     if not assessments:
@@ -49,17 +53,19 @@ def run_figures(
         called = a.result.predict(threshold)
         points[a.name] = (float(np.mean(called[~a.truth])), float(np.mean(called[a.truth])))
     figures.append(
-        plots.roc_curves(
-            {a.name: (a.result.oriented_scores, a.truth) for a in assessments}, points, subtitle
+        Task(
+            "roc_curves",
+            ({a.name: (a.result.oriented_scores, a.truth) for a in assessments}, points, subtitle),
         )
     )
     figures += [
-        plots.threshold_curves(
-            a.name, a.result.scores, a.truth, a.result.higher_is_positive, threshold, subtitle
+        Task(
+            "threshold_curves",
+            (a.name, a.result.scores, a.truth, a.result.higher_is_positive, threshold, subtitle),
         )
         for a in assessments
     ]
-    figures.append(plots.radar({a.name: a.metrics for a in assessments}, subtitle))
+    figures.append(Task("radar", ({a.name: a.metrics for a in assessments}, subtitle)))
     per_client = {
         a.name: {
             int(key.split("/")[0].removeprefix("client_")): value
@@ -68,5 +74,5 @@ def run_figures(
         }
         for a in assessments
     }
-    figures.append(plots.client_auc_bars(per_client, subtitle))
+    figures.append(Task("client_auc_bars", (per_client, subtitle)))
     return figures

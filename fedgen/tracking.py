@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,11 @@ class Tracker(Protocol):
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         """Store a local file as an artifact under ``artifact_dir``."""
+        ...
+
+    def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
+        """A function that logs a file to this run under ``artifact_dir``, also once the run
+        has ended and from another thread (for artifacts made in the background)."""
         ...
 
     def end_run(self, status: str) -> None:
@@ -103,6 +108,15 @@ class InMemoryTracker:
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         key = f"{artifact_dir}/{path.name}" if artifact_dir else path.name
         self.runs[-1]["artifacts"][key] = path.read_bytes()
+
+    def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
+        artifacts = self.runs[-1]["artifacts"]
+
+        def sink(path: Path) -> None:
+            key = f"{artifact_dir}/{path.name}" if artifact_dir else path.name
+            artifacts[key] = path.read_bytes()
+
+        return sink
 
     def end_run(self, status: str) -> None:
         self.runs[-1]["status"] = status
@@ -304,6 +318,14 @@ class MlflowTracker:
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         self._send("log_file", run_id=self.run_id, path=str(path), artifact_dir=artifact_dir)
+
+    def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
+        run_id, worker = self.run_id, self._worker()
+
+        def sink(path: Path) -> None:
+            worker.send("log_file", run_id=run_id, path=str(path), artifact_dir=artifact_dir)
+
+        return sink
 
     def end_run(self, status: str) -> None:
         if self.run_id is not None:

@@ -18,7 +18,7 @@ from fedgen.pipeline import Outcome, run_experiment
 from fedgen.tracking import InMemoryTracker
 
 Compose = Callable[..., DictConfig]
-TINY = ("dataset=tiny", "federation.num_rounds=2", "tracking=none")
+TINY = ("dataset=tiny", "federation.num_rounds=2", "tracking=none", "figures=false")
 
 
 def _run(compose_cfg: Compose, tmp_path: Path, *overrides: str) -> tuple[Outcome, dict[str, Any]]:
@@ -132,3 +132,47 @@ def test_appending_to_a_foreign_csv_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="other columns"):
         attack_logs.append(path, [dict.fromkeys(attack_logs.COLUMNS, "")])
     assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) -> None:
+    from fedgen import figure_pool
+    from fedgen.attacks import Arena
+    from fedgen.data import partition
+    from fedgen.plots import snp_label_correlations
+    from fedgen.run_figures import run_figures
+    from fedgen.seeding import child_rng
+
+    outcome, run = _run(compose_cfg, tmp_path, "figures=true")
+    figure_pool.wait()
+    expected = {
+        "gradient_norm_histogram", "snp_pca", "top_snp_correlations", "training_curves", "roc",
+        "threshold_curves_mia", "threshold_curves_gmia", "threshold_curves_lia", "radar",
+        "client_auc",
+    }  # fmt: skip
+    logged = {k for k in run["artifacts"] if k.startswith("figures/")}
+    assert logged == {f"figures/{name}.png" for name in expected}
+    for name in expected:
+        png = (tmp_path / "job" / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and run["artifacts"][f"figures/{name}.png"] == png
+    # The data behind the figures, rebuilt from the same run.
+    cfg = compose_cfg(*TINY)
+    exp = build_experiment(cfg, launch_dir=tmp_path, output_dir=tmp_path / "again")
+    cohort = exp.dataset.load(child_rng(exp.seed, "cohort"))
+    split = partition(cohort.labels, 5, 0.2, child_rng(exp.seed, "partition"))
+    assert exp.evaluation is not None
+    pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
+    arena = Arena(cohort, pool, outcome.federation, exp.seed)
+    plots = {t.function: t.draw() for t in run_figures(arena, outcome.assessments, 0.5, "s")}
+    hist = plots["gradient_norm_histogram"].data
+    assert hist["member_counts"].sum() == pool.is_member.sum()
+    assert hist["non_member_counts"].sum() == (~pool.is_member).sum()
+    r = snp_label_correlations(cohort.genotypes, cohort.labels)
+    top = plots["top_snp_correlations"].data
+    assert list(top["names"]) == [cohort.snp_names[i] for i in np.argsort(-np.abs(r))[:10]]
+    curves = plots["roc_curves"].data["curves"]
+    for a in outcome.assessments:
+        logged_auc = run["metrics"][f"{a.name}/auc"][0][1]
+        assert curves[a.name]["auc"] == pytest.approx(logged_auc, abs=1e-12)
+        assert np.trapezoid(curves[a.name]["tpr"], curves[a.name]["fpr"]) == pytest.approx(
+            logged_auc, abs=1e-9
+        )
