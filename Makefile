@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedgen-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep test lint typecheck pytest check bench mlflow-ui clean
+.PHONY: help install run sweep test lint typecheck pytest check bench docs-figures mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ check: test ## alias of test
 bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py
 	$(PY) benchmarks/bench_sweep.py
+
+docs-figures: install ## regenerate the README's figures (docs/*.png) from the default experiment
+	rm -rf .docs-run
+	$(PY) -m fedgen tracking=none hydra.run.dir=.docs-run
+	mkdir -p docs
+	cp .docs-run/figures/roc.png .docs-run/figures/gradient_norm_histogram.png docs/
+	rm -rf .docs-run
 
 mlflow-ui: install ## open the MLflow UI on ./mlflow.db (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db

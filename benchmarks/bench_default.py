@@ -19,6 +19,7 @@ from pathlib import Path
 
 IMPORTS = "import flwr, sklearn, mlflow, hydra, matplotlib"
 DEFAULT = ["-m", "fedgen"]
+NO_FIGURES = ["-m", "fedgen", "figures=false"]
 INPROC_NONE = ["-m", "fedgen", "tracking=none"]
 RAY_NONE = ["-m", "fedgen", "federation/backend=ray", "tracking=none"]
 SPEEDUP_TARGET = 10.0  # in-process training at least this many times faster than Ray
@@ -107,10 +108,13 @@ def main() -> None:
         cwd = Path(tmp)
         print("warm-up: python -m fedgen (creates <tmpdir>/mlflow.db, not timed)", flush=True)
         run_command(DEFAULT, cwd)
-        print("whole default run vs bare import (interleaved):", flush=True)
-        default, bare = interleaved(args.repeats, DEFAULT, ["-c", IMPORTS], cwd=cwd)
+        print("whole default run vs bare import vs no figures (interleaved):", flush=True)
+        default, bare, no_figures = interleaved(
+            args.repeats, DEFAULT, ["-c", IMPORTS], NO_FIGURES, cwd=cwd
+        )
         rows["python -m fedgen (default, MLflow SQLite)"] = default
         rows[f'python -c "{IMPORTS}"'] = bare
+        rows["python -m fedgen figures=false"] = no_figures
         if not args.no_ray:
             print("whole run, Ray vs in-process backend, tracking=none (interleaved):", flush=True)
             ray_cmd, inproc_cmd = interleaved(args.ray_repeats, RAY_NONE, INPROC_NONE, cwd=cwd)
@@ -148,6 +152,18 @@ def main() -> None:
         f'python -c "{IMPORTS}"',
         f"<= {OVERHEAD_TARGET:g}x",
         lambda v: v <= OVERHEAD_TARGET,
+    )
+    ratio(
+        "figures cost: default run / figures=false",
+        "python -m fedgen (default, MLflow SQLite)",
+        "python -m fedgen figures=false",
+        "(info)",
+    )
+    ratio(
+        "default run, figures=false / bare import",
+        "python -m fedgen figures=false",
+        f'python -c "{IMPORTS}"',
+        "(info)",
     )
     if not args.no_ray:
         ratio(

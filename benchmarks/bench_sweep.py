@@ -17,13 +17,20 @@ SWEEP_3 = ["-m", "fedgen", "attack=gmia", "threshold=0.3,0.45,0.5", "--multirun"
 THRESHOLDS_20 = ",".join(f"{t / 20:g}" for t in range(1, 21))
 SWEEP_20 = ["-m", "fedgen", "attack=gmia", f"threshold={THRESHOLDS_20}", "--multirun"]
 TARGETS = {"3-threshold sweep": (SWEEP_3, 1.3), "20-threshold sweep": (SWEEP_20, 3.0)}
+NO_FIGURES = "figures=false"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each command")
+    parser.add_argument(
+        "--no-figures", action="store_true", help="time every command with figures=false"
+    )
     args = parser.parse_args()
-    commands = {"single run (attack=gmia)": SINGLE} | {k: v[0] for k, v in TARGETS.items()}
+    extra = [NO_FIGURES] if args.no_figures else []
+    commands = {"single run (attack=gmia)": SINGLE + extra} | {
+        k: v[0][:-1] + extra + v[0][-1:] for k, v in TARGETS.items()
+    }
     times: dict[str, list[float]] = {k: [] for k in commands}
     with tempfile.TemporaryDirectory(prefix="fedgen-bench-") as tmp:
         cwd = Path(tmp)

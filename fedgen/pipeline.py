@@ -159,9 +159,9 @@ def _figures(
     cohort = arena.cohort
     evaluation = exp.evaluation.name if exp.evaluation is not None else ""
     subtitle = (
-        f"{cohort.n_individuals:,} individuals x {cohort.n_snps:,} SNPs, "
-        f"{split.num_clients} clients, {exp.federation.num_rounds} rounds, "
-        f"{evaluation} evaluation, threshold {exp.threshold:g}, seed {exp.seed}"
+        f"{cohort.n_individuals:,} x {cohort.n_snps:,} SNPs, {split.num_clients} clients, "
+        f"{exp.federation.num_rounds} rounds, {evaluation} pool, t={exp.threshold:g}, "
+        f"seed {exp.seed}"
     )
     sink = run.artifact_sink("figures")
     figure_pool.submit(
