@@ -11,8 +11,10 @@ figure is done; the CLI calls it before exiting.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import multiprocessing
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgen.figures import Plot, save_png
+from fedgen.io import atomic_write_bytes
 
 log = logging.getLogger("fedgen")
 
@@ -32,6 +35,11 @@ class FigureTask:
     function: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """A digest of the call: equal keys draw equal figures."""
+        payload = pickle.dumps((self.function, self.args, self.kwargs), protocol=5)
+        return hashlib.sha256(payload).hexdigest()
 
     def draw(self) -> Plot:
         """Make the figure in this process."""
@@ -54,6 +62,7 @@ _executor: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 _idle = threading.Condition(_lock)
 _outstanding = 0  # submitted figures whose callback has not finished yet
+_drawn: dict[str, tuple[str, bytes]] = {}  # task key -> (file name, PNG) drawn in this process
 
 
 def start() -> None:
@@ -74,22 +83,41 @@ def start() -> None:
 
 
 def submit(tasks: Sequence[FigureTask], folder: Path, on_done: Callable[[Path], None]) -> None:
-    """Draw ``tasks`` into ``folder`` in the background; call ``on_done(png_path)`` for each."""
+    """Draw ``tasks`` into ``folder`` in the background; call ``on_done(png_path)`` for each.
+
+    A figure drawn before in this process from identical inputs (the cohort's PCA, say, in
+    every job of a threshold sweep) is copied instead of drawn again.
+    """
     global _outstanding
     start()
     assert _executor is not None
     for task in tasks:
+        key = task.key()
         with _lock:
+            drawn = _drawn.get(key)
             _outstanding += 1
+        if drawn is not None:
+            name, png = drawn
+            copied: Future[str] = Future()
+            atomic_write_bytes(folder / name, png)
+            copied.set_result(str(folder / name))
+            _callback(task, on_done, None)(copied)
+            continue
         future = _executor.submit(_render, task, str(folder))
-        future.add_done_callback(_callback(task, on_done))
+        future.add_done_callback(_callback(task, on_done, key))
 
 
-def _callback(task: FigureTask, on_done: Callable[[Path], None]) -> Callable[[Future[str]], None]:
+def _callback(
+    task: FigureTask, on_done: Callable[[Path], None], key: str | None
+) -> Callable[[Future[str]], None]:
     def done(future: Future[str]) -> None:
         global _outstanding
         try:
-            on_done(Path(future.result()))
+            path = Path(future.result())
+            if key is not None:
+                with _lock:
+                    _drawn[key] = (path.name, path.read_bytes())
+            on_done(path)
         except Exception as exc:  # a figure must not take the experiment down; say so loudly
             log.error("figure %s failed: %s: %s", task.function, type(exc).__name__, exc)
         finally:

@@ -160,8 +160,7 @@ def _figures(
     evaluation = exp.evaluation.name if exp.evaluation is not None else ""
     subtitle = (
         f"{cohort.n_individuals:,} x {cohort.n_snps:,} SNPs, {split.num_clients} clients, "
-        f"{exp.federation.num_rounds} rounds, {evaluation} pool, t={exp.threshold:g}, "
-        f"seed {exp.seed}"
+        f"{exp.federation.num_rounds} rounds, {evaluation} pool, seed {exp.seed}"
     )
     sink = run.artifact_sink("figures")
     figure_pool.submit(

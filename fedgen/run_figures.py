@@ -19,12 +19,18 @@ def run_figures(
     arena: Arena, assessments: Sequence[Assessment], threshold: float, subtitle: str
 ) -> list[Task]:
     """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC),
-    the cohort (PCA, top SNP correlations) and training (per-round curves)."""
+    the cohort (PCA, top SNP correlations) and training (per-round curves).
+
+    ``subtitle`` names the experiment; figures that show the threshold add it. Figures that do
+    not depend on the threshold are then identical across a threshold sweep, and the figure
+    pool draws them once.
+    """
+    at_threshold = f"{subtitle}, t={threshold:g}"
     cohort, pool = arena.cohort, arena.pool
     # The histogram shows G-MIA's statistic whichever attacks ran: it is cheap to compute.
     norms = GradientNormMIA().run(membership_view(arena).view).scores
     figures = [
-        Task("gradient_norm_histogram", (norms, pool.is_member, threshold, subtitle)),
+        Task("gradient_norm_histogram", (norms, pool.is_member, threshold, at_threshold)),
         Task(
             "snp_pca",
             (cohort.genotypes, cohort.labels, subtitle, child_rng(arena.seed, "figures/pca")),
@@ -55,17 +61,28 @@ def run_figures(
     figures.append(
         Task(
             "roc_curves",
-            ({a.name: (a.result.oriented_scores, a.truth) for a in assessments}, points, subtitle),
+            (
+                {a.name: (a.result.oriented_scores, a.truth) for a in assessments},
+                points,
+                at_threshold,
+            ),
         )
     )
     figures += [
         Task(
             "threshold_curves",
-            (a.name, a.result.scores, a.truth, a.result.higher_is_positive, threshold, subtitle),
+            (
+                a.name,
+                a.result.scores,
+                a.truth,
+                a.result.higher_is_positive,
+                threshold,
+                at_threshold,
+            ),
         )
         for a in assessments
     ]
-    figures.append(Task("radar", ({a.name: a.metrics for a in assessments}, subtitle)))
+    figures.append(Task("radar", ({a.name: a.metrics for a in assessments}, at_threshold)))
     per_client = {
         a.name: {
             int(key.split("/")[0].removeprefix("client_")): value
