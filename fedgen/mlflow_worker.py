@@ -8,7 +8,8 @@ sees end-of-file and marks that run FAILED: no run is left RUNNING.
 
 Requests (one JSON object a line) and their replies:
 ``open {uri, experiment, artifact_location}`` -> ``{}``;
-``start_run {name, tags, params}`` -> ``{run_id}``;
+``start_run {name, tags, params, handle?}`` -> ``{run_id}`` (later requests may name the run by
+its ``handle`` instead of its id);
 ``log_history {run_id, steps: [[step, {key: value}], ...]}``;
 ``log_text {run_id, text, artifact_file}``; ``log_file {run_id, path, artifact_dir}``;
 ``end_run {run_id, status}``. A failure replies ``{"error": message}``.
@@ -33,6 +34,8 @@ class _Store:
         self.client: Any = None
         self.experiment_id: str | None = None
         self.open_runs: set[str] = set()
+        # The parent names a run it has not heard the id of yet by a handle of its own.
+        self.handles: dict[str, str] = {}
 
     def open(self, uri: str, experiment: str, artifact_location: str | None) -> dict[str, Any]:
         from filelock import FileLock
@@ -55,12 +58,16 @@ class _Store:
         else:
             self.experiment_id = str(self.client.create_experiment(experiment, artifact_location))
 
-    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str]) -> dict[str, Any]:
+    def start_run(
+        self, name: str, tags: dict[str, str], params: dict[str, str], handle: str | None = None
+    ) -> dict[str, Any]:
         from mlflow.entities import Param
 
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         run_id = str(run.info.run_id)
         self.open_runs.add(run_id)
+        if handle is not None:
+            self.handles[handle] = run_id
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch limit on params
             self.client.log_batch(run_id, params=items[i : i + 100])
@@ -108,6 +115,8 @@ def serve(requests: TextIO, replies: TextIO) -> None:
         for line in requests:
             request = json.loads(line)
             op = request.pop("op")
+            if "run_id" in request:
+                request["run_id"] = store.handles.get(request["run_id"], request["run_id"])
             try:
                 reply = getattr(store, op)(**request)
             except Exception as exc:  # reported to the caller, which raises it

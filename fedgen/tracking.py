@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import collections
+import itertools
 import json
 import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,8 +145,9 @@ class _Worker:
     """The parent's end of :mod:`fedgen.mlflow_worker`: requests in order, replies in order.
 
     ``send`` does not wait for the reply, so the worker writes a job's metrics and artifacts
-    while this process goes on (e.g. Hydra composes the next job of a sweep). ``call`` and
-    ``drain`` first collect every outstanding reply and raise the first error among them.
+    while this process goes on (e.g. Hydra composes the next job of a sweep). ``result`` waits
+    for one request's reply only (and those before it); ``call`` and ``drain`` first collect
+    every outstanding reply and raise the first error among them.
     """
 
     def __init__(self) -> None:
@@ -154,25 +158,45 @@ class _Worker:
             text=True,
         )
         self.lock = threading.Lock()
-        self.pending: list[str] = []
+        self.pending: collections.deque[tuple[int, str]] = collections.deque()
+        self.wanted: dict[int, dict[str, Any] | None] = {}
+        self.errors: list[TrackingError] = []
+        self.tickets = itertools.count()
 
-    def send(self, op: str, **args: Any) -> None:
-        """Queue a request whose reply is checked later (by ``call`` or ``drain``)."""
+    def send(self, op: str, *, want_reply: bool = False, **args: Any) -> int:
+        """Queue a request; its reply is read later. Returns a ticket for :meth:`result`."""
         with self.lock:
             self._write(op, args)
-            self.pending.append(op)
+            ticket = next(self.tickets)
+            self.pending.append((ticket, op))
+            if want_reply:
+                self.wanted[ticket] = None
+            return ticket
+
+    def result(self, ticket: int) -> dict[str, Any]:
+        """The reply to the request ``ticket`` (sent with ``want_reply``), once it has come."""
+        with self.lock:
+            while self.wanted.get(ticket) is None:
+                self._read_next()
+            reply = self.wanted.pop(ticket)
+        assert reply is not None
+        if "error" in reply:
+            raise TrackingError(reply["error"])
+        return reply
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Send a request and wait for its reply, after the replies still outstanding."""
-        with self.lock:
-            self._drain()
-            self._write(op, args)
-            return self._read(op)
+        self.drain()
+        return self.result(self.send(op, want_reply=True, **args))
 
     def drain(self) -> None:
         """Wait until the worker has answered every request; raise the first error."""
         with self.lock:
-            self._drain()
+            while self.pending:
+                self._read_next()
+            errors, self.errors = self.errors, []
+        if errors:
+            raise errors[0]
 
     def _write(self, op: str, args: Mapping[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -182,8 +206,9 @@ class _Worker:
         except OSError:
             raise self._exited() from None
 
-    def _read(self, op: str) -> dict[str, Any]:
+    def _read_next(self) -> None:
         assert self.proc.stdout is not None
+        ticket, op = self.pending.popleft()
         try:
             line = self.proc.stdout.readline()
         except OSError:
@@ -192,19 +217,11 @@ class _Worker:
             raise self._exited()
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
-            raise TrackingError(f"MLflow {op} failed: {reply['error']}")
-        return reply
-
-    def _drain(self) -> None:
-        pending, self.pending = self.pending, []
-        first: TrackingError | None = None
-        for op in pending:
-            try:
-                self._read(op)
-            except TrackingError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
+            reply["error"] = f"MLflow {op} failed: {reply['error']}"
+        if ticket in self.wanted:
+            self.wanted[ticket] = reply
+        elif "error" in reply:
+            self.errors.append(TrackingError(reply["error"]))
 
     @staticmethod
     def _exited() -> TrackingError:
@@ -267,35 +284,51 @@ class MlflowTracker:
         self.uri = resolve_uri(uri, launch_dir)
         self.experiment = experiment
         self.sweep_dir = sweep_dir
-        self.run_id: str | None = None
+        self._handle: str | None = None  # names the open run in requests to the worker
+        self._ticket: int | None = None  # the start_run request, whose reply holds the run id
+        self._run_id: str | None = None
         self._opened = False
+
+    @property
+    def run_id(self) -> str | None:
+        """The open run's MLflow id (waits for MLflow to have created the run), else None."""
+        if self._handle is None:
+            return None
+        if self._run_id is None and self._ticket is not None:
+            self._run_id = str(_get_worker().result(self._ticket)["run_id"])
+        return self._run_id
 
     def _worker(self) -> _Worker:
         worker = _get_worker()
         if not self._opened:
             db = sqlite_path(self.uri)
             location = (db.parent / "mlruns").as_uri() if db is not None else None
-            worker.call(
+            worker.send(
                 "open", uri=self.uri, experiment=self.experiment, artifact_location=location
             )
             self._opened = True
         return worker
-
-    def _call(self, op: str, **args: Any) -> dict[str, Any]:
-        """A request whose reply is needed now (e.g. the new run's id)."""
-        return self._worker().call(op, **args)
 
     def _send(self, op: str, **args: Any) -> None:
         """A request answered later: MLflow stores it while the job goes on."""
         self._worker().send(op, **args)
 
     def start_run(self, name: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        """Ask MLflow for the run and go on at once: later requests name it by a handle."""
         all_tags = dict(tags)
         parent = self._parent_run_id()
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        reply = self._call("start_run", name=name, tags=all_tags, params=dict(params))
-        self.run_id = str(reply["run_id"])
+        handle = f"fedgen-run-{uuid.uuid4().hex}"
+        self._ticket = self._worker().send(
+            "start_run",
+            want_reply=True,
+            name=name,
+            tags=all_tags,
+            params=dict(params),
+            handle=handle,
+        )
+        self._handle, self._run_id = handle, None
 
     def _parent_run_id(self) -> str | None:
         if self.sweep_dir is None:
@@ -308,19 +341,19 @@ class MlflowTracker:
 
     def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         payload = [[step, {k: float(v) for k, v in m.items()}] for step, m in steps]
-        self._send("log_history", run_id=self.run_id, steps=payload)
+        self._send("log_history", run_id=self._handle, steps=payload)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._send("set_tags", run_id=self.run_id, tags=dict(tags))
+        self._send("set_tags", run_id=self._handle, tags=dict(tags))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._send("log_text", run_id=self.run_id, text=text, artifact_file=artifact_file)
+        self._send("log_text", run_id=self._handle, text=text, artifact_file=artifact_file)
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
-        self._send("log_file", run_id=self.run_id, path=str(path), artifact_dir=artifact_dir)
+        self._send("log_file", run_id=self._handle, path=str(path), artifact_dir=artifact_dir)
 
     def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
-        run_id, worker = self.run_id, self._worker()
+        run_id, worker = self._handle, self._worker()
 
         def sink(path: Path) -> None:
             worker.send("log_file", run_id=run_id, path=str(path), artifact_dir=artifact_dir)
@@ -328,6 +361,6 @@ class MlflowTracker:
         return sink
 
     def end_run(self, status: str) -> None:
-        if self.run_id is not None:
-            run_id, self.run_id = self.run_id, None
-            self._send("end_run", run_id=run_id, status=status)
+        if self._handle is not None:
+            handle, self._handle, self._ticket = self._handle, None, None
+            self._send("end_run", run_id=handle, status=status)
