@@ -63,6 +63,8 @@ class _Store:
     ) -> dict[str, Any]:
         from mlflow.entities import Param
 
+        # A tag may name another run by its handle (a sweep's parent run): use its id.
+        tags = {k: self.handles.get(v, v) for k, v in tags.items()}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         run_id = str(run.info.run_id)
         self.open_runs.add(run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fedgen.build import build_tracker
+from fedgen.errors import TrackingError
 from fedgen.io import atomic_write_text
 from fedgen.report import load_run_json, write_summary
 from fedgen.tracking import FAILED, FINISHED, PARENT_RUN_FILE, MlflowTracker
@@ -48,8 +50,10 @@ class SweepParentRun(Callback):
             params={},
             tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
         )
-        assert tracker.run_id is not None
-        atomic_write_text(sweep_dir / PARENT_RUN_FILE, tracker.run_id)
+        # The jobs (run by this process) name the parent by its handle, which the MLflow worker
+        # turns into the run's id: no waiting here for MLflow to have created the run.
+        assert tracker.handle is not None
+        atomic_write_text(sweep_dir / PARENT_RUN_FILE, tracker.handle)
         self._tracker = tracker
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -69,6 +73,10 @@ class SweepParentRun(Callback):
             log.error("the sweep summary failed: %s", exc)
         finally:
             if self._tracker is not None:
+                with contextlib.suppress(TrackingError):  # reported when the run ends below
+                    run_id = self._tracker.run_id  # the real id, for anyone reading it later
+                    if run_id is not None:
+                        atomic_write_text(sweep_dir / PARENT_RUN_FILE, run_id)
                 self._tracker.end_run(status)
                 self._tracker = None
 

@@ -290,6 +290,11 @@ class MlflowTracker:
         self._opened = False
 
     @property
+    def handle(self) -> str | None:
+        """The open run's name for this process's MLflow worker (known at once), else None."""
+        return self._handle
+
+    @property
     def run_id(self) -> str | None:
         """The open run's MLflow id (waits for MLflow to have created the run), else None."""
         if self._handle is None:
