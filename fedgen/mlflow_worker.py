@@ -133,6 +133,8 @@ def serve(requests: TextIO, replies: TextIO) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # "Creating initial MLflow database tables..." is news to no one running fedgen.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     out = sys.stdout
     sys.stdout = sys.stderr  # anything MLflow prints must not corrupt the reply stream
     serve(sys.stdin, out)
