@@ -50,16 +50,22 @@ def _job(cfg: DictConfig) -> float:
 def main() -> None:
     """Console entry point (`fedgen` and `python -m fedgen`).
 
-    The MLflow process is started before anything heavy is imported here, so that its start-up
-    (MLflow and its SQL store) and ours (Hydra, scikit-learn, Flower) run side by side.
+    The MLflow process and the figure-drawing processes are started before anything heavy is
+    imported here, so that their start-up (MLflow and its SQL store, matplotlib) and ours (Hydra,
+    scikit-learn, Flower) run side by side.
     ``fedgen compare ...`` is the comparison command (:mod:`fedgen.compare`).
     """
     if sys.argv[1:2] == ["compare"]:
         from fedgen.compare import main as compare
 
         raise SystemExit(compare(sys.argv[2:]))
-    if not any(a in ("tracking=none", "--help", "-h", "--cfg", "-c", "--info") for a in sys.argv):
+    quick = ("--help", "-h", "--cfg", "-c", "--info")
+    if not any(a in ("tracking=none", *quick) for a in sys.argv):
         prestart_worker()
+    if not any(a in ("figures=false", *quick) for a in sys.argv):
+        from fedgen import figure_pool as early
+
+        early.start()  # the drawing processes import matplotlib while we import the rest
     import hydra
     from hydra.core.plugins import Plugins
 
