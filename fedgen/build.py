@@ -89,9 +89,7 @@ def _flag(key: str, value: Any) -> bool:
 
 
 def _cache(enabled: Any, directory: Any) -> TrainingCache | None:
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"cache={enabled!r} must be true or false")
-    if not enabled:
+    if not _flag("cache", enabled):
         return None
     if directory is not None and not isinstance(directory, str):
         raise ConfigError(f"cache_dir={directory!r} must be a path or null")

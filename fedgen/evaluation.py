@@ -11,11 +11,8 @@ from fedgen.errors import ConfigError
 from fedgen.records import Pool, Split
 
 
-class PaperPool:
-    """The study's protocol: each client's train rows are members, its test rows non-members.
-
-    Pooled over clients, the pool is as imbalanced as the local split (80:20 by default), so an
-    attack with no signal at all has precision equal to the member share (0.80).
+class _PoolSettings:
+    """What every evaluation keeps: the bootstrap resamples for its 95% intervals.
 
     Parameters
     ----------
@@ -23,10 +20,22 @@ class PaperPool:
         Bootstrap resamples for the confidence intervals of AUC and F1 (0 turns them off).
     """
 
-    name = "paper"
-
     def __init__(self, n_bootstrap: int = 200) -> None:
-        self.n_bootstrap = _check_bootstrap(n_bootstrap)
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+            raise ConfigError(
+                f"evaluation.n_bootstrap={n_bootstrap!r} must be a non-negative integer"
+            )
+        self.n_bootstrap = n_bootstrap
+
+
+class PaperPool(_PoolSettings):
+    """The study's protocol: each client's train rows are members, its test rows non-members.
+
+    Pooled over clients, the pool is as imbalanced as the local split (80:20 by default), so an
+    attack with no signal at all has precision equal to the member share (0.80).
+    """
+
+    name = "paper"
 
     def pool(self, split: Split, rng: np.random.Generator) -> Pool:
         """Every client's train rows (members) and test rows (non-members); ``rng`` is unused."""
@@ -34,22 +43,14 @@ class PaperPool:
         return _pool([(c.train, c.test) for c in split.clients])
 
 
-class BalancedPool:
+class BalancedPool(_PoolSettings):
     """Equal members and non-members: each client's members are subsampled to its test size.
 
     On a balanced pool an attack with no signal has precision 0.5, so precision, accuracy and
     F1 read the way readers expect.
-
-    Parameters
-    ----------
-    n_bootstrap : int
-        Bootstrap resamples for the confidence intervals of AUC and F1 (0 turns them off).
     """
 
     name = "balanced"
-
-    def __init__(self, n_bootstrap: int = 200) -> None:
-        self.n_bootstrap = _check_bootstrap(n_bootstrap)
 
     def pool(self, split: Split, rng: np.random.Generator) -> Pool:
         """Per client: uniform samples of its train and test rows, as many as the smaller."""
@@ -78,12 +79,6 @@ def _pool(pairs: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> Pool:
         is_member=np.concatenate(member),
         client=np.concatenate(client),
     )
-
-
-def _check_bootstrap(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"evaluation.n_bootstrap={n!r} must be a non-negative integer")
-    return n
 
 
 class Evaluation(Protocol):

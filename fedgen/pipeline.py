@@ -119,7 +119,7 @@ def _attack(exp: Experiment, arena: Arena, run: Tracker) -> tuple[Assessment, ..
     """Run every attack, log its metrics and the job's attack_logs.csv, print the table."""
     assert exp.evaluation is not None
     done = tuple(assess(a, arena, exp.threshold, exp.evaluation.n_bootstrap) for a in exp.attacks)
-    run.log_metrics({f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()})
+    run.log_metrics(_namespaced(done))
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
     if omitted:
         run.set_tags(omitted)
@@ -137,6 +137,11 @@ def _attack(exp: Experiment, arena: Arena, run: Tracker) -> tuple[Assessment, ..
         attack_logs.console_table(done),
     )
     return done
+
+
+def _namespaced(done: Sequence[Assessment]) -> dict[str, float]:
+    """Every attack's metrics under its name: ``gmia/precision``, ``gmia/client_3/auc``, ..."""
+    return {f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()}
 
 
 def _rows(exp: Experiment, done: Sequence[Assessment]) -> list[dict[str, str]]:
@@ -173,7 +178,7 @@ def _record(
 ) -> None:
     """``run.json``: the job's params and final metrics, read by the sweep summary."""
     metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
-    metrics.update({f"{a.name}/{k}": v for a in done for k, v in a.metrics.items()})
+    metrics.update(_namespaced(done))
     record = RunRecord(
         run_id=str(getattr(run, "run_id", None) or ""),
         run_name=exp.run_name,

@@ -109,8 +109,7 @@ class InMemoryTracker:
         self.runs[-1]["artifacts"][artifact_file] = text
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
-        key = f"{artifact_dir}/{path.name}" if artifact_dir else path.name
-        self.runs[-1]["artifacts"][key] = path.read_bytes()
+        self.artifact_sink(artifact_dir)(path)
 
     def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
         artifacts = self.runs[-1]["artifacts"]
@@ -355,7 +354,7 @@ class MlflowTracker:
         self._send("log_text", run_id=self._handle, text=text, artifact_file=artifact_file)
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
-        self._send("log_file", run_id=self._handle, path=str(path), artifact_dir=artifact_dir)
+        self.artifact_sink(artifact_dir)(path)
 
     def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
         run_id, worker = self._handle, self._worker()

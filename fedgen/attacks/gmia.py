@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fedgen.attacks.base import Arena, Observation
 from fedgen.attacks.gradients import (
-    check_model_choice,
     gradient_norm_bound,
     gradient_norms,
     logits,
     residuals,
     target_models,
 )
-from fedgen.attacks.views import MembershipView, membership_view
+from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.views import MembershipView
 from fedgen.records import AttackResult
 
 
-class GradientNormMIA:
+class GradientNormMIA(MembershipAttack):
     """Gradient-norm membership inference (the study's G-MIA; Nasr et al. 2019).
 
     Threat model: an honest-but-curious FedAvg server that holds candidate records with their
@@ -30,21 +29,10 @@ class GradientNormMIA:
     called a member when its score is at most the threshold. Note that ``||g||`` is the loss's
     ``|sigmoid(z) - y|`` weighted by ``sqrt(||x||^2 + 1)``: a loss-threshold attack in disguise.
 
-    Parameters
-    ----------
-    name : str
-        The attack's key in the ``attack`` config group, used in metric names.
-    model : {"global", "client"}
-        Which model is attacked.
+    Parameters: ``name`` (default ``gmia``) and ``model``, see :class:`MembershipAttack`.
     """
 
-    def __init__(self, name: str = "gmia", model: str = "global") -> None:
-        self.name = name
-        self.model = check_model_choice(name, model)
-
-    def observe(self, arena: Arena) -> Observation[MembershipView]:
-        """Candidates and their labels; membership stays with the metrics."""
-        return membership_view(arena)
+    default_name = "gmia"
 
     def run(self, view: MembershipView) -> AttackResult:
         """Score each candidate by its scaled gradient norm (lower means member)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from fedgen.attacks.base import Arena, Observation
-from fedgen.attacks.gradients import check_model_choice, logits, target_models
-from fedgen.attacks.views import MembershipView, membership_view
+from fedgen.attacks.gradients import logits, target_models
+from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.views import MembershipView
 from fedgen.records import AttackResult
 
 
-class ConfidenceMIA:
+class ConfidenceMIA(MembershipAttack):
     """Confidence-threshold membership inference (the study's MIA; Yeom et al. 2018).
 
     Threat model: an honest-but-curious FedAvg server that holds the candidate records with
@@ -23,21 +23,10 @@ class ConfidenceMIA:
     called a member when the score is at least the threshold (training rows tend to be fitted
     more confidently).
 
-    Parameters
-    ----------
-    name : str
-        The attack's key in the ``attack`` config group, used in metric names.
-    model : {"global", "client"}
-        Which model is attacked.
+    Parameters: ``name`` (default ``mia``) and ``model``, see :class:`MembershipAttack`.
     """
 
-    def __init__(self, name: str = "mia", model: str = "global") -> None:
-        self.name = name
-        self.model = check_model_choice(name, model)
-
-    def observe(self, arena: Arena) -> Observation[MembershipView]:
-        """Candidates and their labels; membership stays with the metrics."""
-        return membership_view(arena)
+    default_name = "mia"
 
     def run(self, view: MembershipView) -> AttackResult:
         """Score each candidate by the confidence in its true label."""
