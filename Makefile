@@ -27,6 +27,7 @@ sweep: install ## the gmia attack at 3 thresholds: 3 runs in one store, trained 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check fedgen hydra_plugins tests benchmarks
 	$(VENV)/bin/ruff format --check fedgen hydra_plugins tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: install ## mypy (strict) on the package
 	$(VENV)/bin/mypy --explicit-package-bases fedgen hydra_plugins

@@ -63,12 +63,12 @@ def training_timer(backend: str) -> Callable[[], float]:
     """A function that trains the default federation once on ``backend`` and returns its time."""
     from sklearn.linear_model import SGDClassifier
 
+    from fedgen.core.logs import quiet_third_party
+    from fedgen.core.seeding import child_rng
     from fedgen.data import SyntheticCohort, partition
     from fedgen.federation import FederationSettings, train_federation
     from fedgen.federation.runners import InProcessRunner, RayRunner
     from fedgen.federation.strategy import RecordingFedAvg
-    from fedgen.logs import quiet_third_party
-    from fedgen.seeding import child_rng
 
     quiet_third_party()
     cohort = SyntheticCohort().load(child_rng(42, "cohort"))

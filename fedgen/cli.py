@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedgen.errors import FedgenError
-from fedgen.tracking import prestart_worker
+from fedgen.core.errors import FedgenError
+from fedgen.tracking.trackers import prestart_worker
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -21,9 +21,9 @@ def _job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fedgen.build import build_experiment
-    from fedgen.logs import quiet_third_party
-    from fedgen.pipeline import run_experiment
+    from fedgen.core.logs import quiet_third_party
+    from fedgen.experiment.build import build_experiment
+    from fedgen.experiment.pipeline import run_experiment
 
     quiet_third_party()
     hc = HydraConfig.get()
@@ -53,24 +53,24 @@ def main() -> None:
     The MLflow process and the figure-drawing processes are started before anything heavy is
     imported here, so that their start-up (MLflow and its SQL store, matplotlib) and ours (Hydra,
     scikit-learn, Flower) run side by side.
-    ``fedgen compare ...`` is the comparison command (:mod:`fedgen.compare`).
+    ``fedgen compare ...`` is the comparison command (:mod:`fedgen.reporting.compare`).
     """
     if sys.argv[1:2] == ["compare"]:
-        from fedgen.compare import main as compare
+        from fedgen.reporting.compare import main as compare
 
         raise SystemExit(compare(sys.argv[2:]))
     quick = ("--help", "-h", "--cfg", "-c", "--info")
     if not any(a in ("tracking=none", *quick) for a in sys.argv):
         prestart_worker()
     if not any(a in ("figures=false", *quick) for a in sys.argv):
-        from fedgen import figure_pool as early
+        from fedgen.figures import pool as early
 
         early.start()  # the drawing processes import matplotlib while we import the rest
     import hydra
     from hydra.core.plugins import Plugins
 
-    from fedgen import figure_pool
-    from fedgen.tracking import flush
+    from fedgen.figures import pool as figure_pool
+    from fedgen.tracking.trackers import flush
 
     # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install
     # cannot list, so the sweeper is registered by hand. Plugins.instance() first: its scan

@@ -9,13 +9,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+from fedgen.core.records import Cohort, Split
+from fedgen.core.seeding import child_rng
 from fedgen.data import SyntheticCohort, partition
 from fedgen.federation import FederationSettings
 from fedgen.federation.runners import InProcessRunner
 from fedgen.federation.settings import Runner
 from fedgen.federation.strategy import RecordingFedAvg
-from fedgen.records import Cohort, Split
-from fedgen.seeding import child_rng
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.linear_model import SGDClassifier
 
-from fedgen.assess import assess
 from fedgen.attacks import Arena, ConfidenceMIA, GradientLIA, GradientNormMIA
 from fedgen.attacks.gradients import (
     gradient_norm_bound,
@@ -20,11 +19,12 @@ from fedgen.attacks.gradients import (
     residuals,
 )
 from fedgen.attacks.views import LabelView, MembershipView, label_view, membership_view
+from fedgen.core.records import Cohort, FederationResult, LinearParams, Split
+from fedgen.core.seeding import child_rng
 from fedgen.data import SyntheticCohort
-from fedgen.evaluation import BalancedPool, PaperPool
+from fedgen.evaluation.assess import assess
+from fedgen.evaluation.pools import BalancedPool, PaperPool
 from fedgen.federation import train_federation
-from fedgen.records import Cohort, FederationResult, LinearParams, Split
-from fedgen.seeding import child_rng
 from tests.conftest import make_split
 from tests.conftest import settings as fed_settings
 

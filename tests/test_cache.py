@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from fedgen.cache import TrainingCache, default_cache_dir, training_key
-from fedgen.records import FederationResult, LinearParams, RoundRecord
+from fedgen.core.records import FederationResult, LinearParams, RoundRecord
+from fedgen.experiment.cache import TrainingCache, default_cache_dir, training_key
 
 KEY = "a" * 64
 OTHER_KEY = "b" * 64
@@ -403,7 +403,7 @@ def test_store_permission_error_warns(
     def refuse(path: Path, data: bytes) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("fedgen.cache.atomic_write_bytes", refuse)
+    monkeypatch.setattr("fedgen.experiment.cache.atomic_write_bytes", refuse)
     with caplog.at_level(logging.WARNING, logger="fedgen"):
         TrainingCache(tmp_path).store(KEY, make_result())
     assert len(caplog.records) == 1 and "Permission denied" in caplog.text

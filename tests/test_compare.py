@@ -12,8 +12,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from fedgen.compare import main
-from fedgen.report import SUMMARY_METRICS, RunRecord, summary_table, to_markdown
+from fedgen.reporting.compare import main
+from fedgen.reporting.report import SUMMARY_METRICS, RunRecord, summary_table, to_markdown
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 from sklearn.linear_model import SGDClassifier
 
 from fedgen.attacks import ConfidenceMIA, GradientLIA, GradientNormMIA
-from fedgen.build import build_experiment, flatten, run_name
+from fedgen.core.errors import ConfigError
 from fedgen.data import CsvCohort, SyntheticCohort
-from fedgen.errors import ConfigError
-from fedgen.evaluation import BalancedPool, PaperPool
+from fedgen.evaluation.pools import BalancedPool, PaperPool
+from fedgen.experiment.build import build_experiment, flatten, run_name
 from fedgen.federation.runners import InProcessRunner, RayRunner
-from fedgen.tracking import InMemoryTracker, MlflowTracker
+from fedgen.tracking.trackers import InMemoryTracker, MlflowTracker
 
 Compose = Callable[..., DictConfig]
 

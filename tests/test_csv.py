@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgen.core.errors import DataError
 from fedgen.data.csv import CsvCohort
-from fedgen.errors import DataError
 
 
 def write(tmp_path: Path, text: str, name: str = "cohort.csv") -> Path:

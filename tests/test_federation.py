@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from fedgen.errors import FederationError
+from fedgen.core.errors import FederationError
+from fedgen.core.records import Cohort
 from fedgen.federation import train_federation
 from fedgen.federation.data import client_data
 from fedgen.federation.runners import RayRunner
 from fedgen.federation.train import client_seeds
-from fedgen.linear import CLASSES, fit_local
-from fedgen.records import Cohort
+from fedgen.models.linear import CLASSES, fit_local
 from tests.conftest import make_split, settings
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgen import figure_pool
-from fedgen.figure_pool import FigureTask
+from fedgen.figures import pool as figure_pool
+from fedgen.figures.pool import FigureTask
 
 
 def test_figures_are_drawn_in_the_background_and_repeats_are_copied(tmp_path: Path) -> None:

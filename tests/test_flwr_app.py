@@ -1,4 +1,4 @@
-"""The `flwr run` app (fedgen.federation.flwr_app) trains exactly what the pipeline trains."""
+"""The `flwr run` app (fedgen.flwr_app) trains exactly what the pipeline trains."""
 
 from __future__ import annotations
 
@@ -16,23 +16,24 @@ from flwr.supercore.task_identity import TaskIdentity
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from fedgen import flwr_app
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import FederationResult, LinearParams
+from fedgen.core.seeding import child_rng
 from fedgen.data import partition
-from fedgen.errors import ConfigError
-from fedgen.federation import flwr_app, train_federation
+from fedgen.experiment.pipeline import training_log_csv
+from fedgen.federation import train_federation
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.grid import InProcessGrid
 from fedgen.federation.runners import RayRunner
-from fedgen.linear import zeros
-from fedgen.pipeline import training_log_csv
-from fedgen.records import FederationResult, LinearParams
-from fedgen.seeding import child_rng
+from fedgen.models.linear import zeros
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "dataset=tiny federation.num_rounds=3 seed=3"
 
 
 def _pipeline_result(overrides: str) -> FederationResult:
-    """What `python -m fedgen <overrides>` trains, built as fedgen.pipeline does it."""
+    """What `python -m fedgen <overrides>` trains, built as fedgen.experiment.pipeline does it."""
     with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides.split())
     cohort = instantiate(cfg.dataset).load(child_rng(cfg.seed, "cohort"))
@@ -133,8 +134,8 @@ def test_pyproject_declares_the_flower_app() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     app = config["tool"]["flwr"]["app"]
     assert app["components"] == {
-        "serverapp": "fedgen.federation.flwr_app:server_app",
-        "clientapp": "fedgen.federation.flwr_app:client_app",
+        "serverapp": "fedgen.flwr_app:server_app",
+        "clientapp": "fedgen.flwr_app:client_app",
     }
     assert app["config"]["overrides"] == ""
     # Flower 1.41 migrates [tool.flwr.federations] out of pyproject.toml, rewriting the file.

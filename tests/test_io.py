@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedgen.io import atomic_write_bytes, atomic_write_text
+from fedgen.core.io import atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for fedgen.metrics against scikit-learn, brute force and no-signal / perfect oracles."""
+"""Tests for evaluation.metrics against scikit-learn, brute force and no-signal/perfect oracles."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn import metrics as skm
 
-from fedgen.metrics import (
+from fedgen.evaluation.metrics import (
     _cuts,
     _weighted_auc_f1,
     advantage,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import Split
 from fedgen.data.partition import partition
-from fedgen.errors import ConfigError
-from fedgen.records import Split
 
 PROPERTY = settings(max_examples=50, deadline=None)
 

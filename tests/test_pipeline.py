@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from fedgen import attack_logs
-from fedgen.build import build_experiment
-from fedgen.pipeline import Outcome, run_experiment
-from fedgen.tracking import InMemoryTracker
+from fedgen.experiment.build import build_experiment
+from fedgen.experiment.pipeline import Outcome, run_experiment
+from fedgen.reporting import attack_logs
+from fedgen.tracking.trackers import InMemoryTracker
 
 Compose = Callable[..., DictConfig]
 TINY = ("dataset=tiny", "federation.num_rounds=2", "tracking=none", "figures=false")
@@ -135,12 +135,12 @@ def test_appending_to_a_foreign_csv_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) -> None:
-    from fedgen import figure_pool
     from fedgen.attacks import Arena
+    from fedgen.core.seeding import child_rng
     from fedgen.data import partition
-    from fedgen.plots import snp_label_correlations
-    from fedgen.run_figures import run_figures
-    from fedgen.seeding import child_rng
+    from fedgen.figures import pool as figure_pool
+    from fedgen.figures.plots import snp_label_correlations
+    from fedgen.figures.run import run_figures
 
     outcome, run = _run(compose_cfg, tmp_path, "figures=true")
     figure_pool.wait()

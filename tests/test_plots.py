@@ -1,4 +1,4 @@
-"""Tests for fedgen.plots: the numbers drawn (against numpy, scikit-learn and fedgen.metrics) and
+"""Tests for fedgen.figures.plots: the numbers drawn (against numpy, scikit-learn, metrics) and
 that every figure renders to a titled, labelled PNG without pyplot."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from numpy.typing import NDArray
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
-from fedgen import plots
-from fedgen.figures import Plot, save_png
-from fedgen.metrics import roc, threshold_metrics, trivial_metrics
-from fedgen.records import AttackResult
+from fedgen.core.records import AttackResult
+from fedgen.evaluation.metrics import roc, threshold_metrics, trivial_metrics
+from fedgen.figures import plots
+from fedgen.figures.base import Plot, save_png
 
 SUBTITLE = "synthetic n=300 p=20 | 3 clients, 5 rounds | seed 7"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

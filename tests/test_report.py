@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgen.errors import DataError
-from fedgen.report import (
+from fedgen.core.errors import DataError
+from fedgen.reporting.report import (
     SUMMARY_METRICS,
     RunRecord,
     dump_run_json,

@@ -46,7 +46,7 @@ def test_sweep_summary_and_compare_agree(tmp_path: Path) -> None:
     assert SUMMARY | {"attack_logs.csv"} <= logged
     # The same table from the store alone, through MLflow's search API.
     compare = subprocess.run(
-        [sys.executable, "-m", "fedgen.compare", "--sweep-dir", "s", "--output", "cmp"],
+        [sys.executable, "-m", "fedgen.reporting.compare", "--sweep-dir", "s", "--output", "cmp"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert compare.returncode == 0, compare.stderr

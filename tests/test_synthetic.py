@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import Cohort
 from fedgen.data import synthetic
 from fedgen.data.synthetic import SyntheticCohort, hwe_genotypes
-from fedgen.errors import ConfigError
-from fedgen.records import Cohort
 
 
 def rng(seed: int) -> np.random.Generator:

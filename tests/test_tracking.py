@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fedgen import tracking
-from fedgen.errors import TrackingError
-from fedgen.tracking import InMemoryTracker, MlflowTracker, tracked_run
+from fedgen.core.errors import TrackingError
+from fedgen.tracking import trackers as tracking
+from fedgen.tracking.trackers import InMemoryTracker, MlflowTracker, tracked_run
 
 
 def _client(tmp_path: Path) -> MlflowClient:

@@ -8,7 +8,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fedgen.records import AttackResult, Cohort, FederationResult, Pool
+from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool
 
 V = TypeVar("V")
 

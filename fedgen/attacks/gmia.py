@@ -11,7 +11,7 @@ from fedgen.attacks.gradients import (
 )
 from fedgen.attacks.membership import MembershipAttack
 from fedgen.attacks.views import MembershipView
-from fedgen.records import AttackResult
+from fedgen.core.records import AttackResult
 
 
 class GradientNormMIA(MembershipAttack):

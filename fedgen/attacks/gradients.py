@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit
 
-from fedgen.errors import ConfigError
-from fedgen.records import FederationResult, LinearParams
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import FederationResult, LinearParams
 
 ModelChoice = Literal["global", "client"]
 MODEL_CHOICES = ("global", "client")

@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from fedgen.attacks.base import Arena, Observation
 from fedgen.attacks.gradients import per_sample_gradients
 from fedgen.attacks.views import LabelView, label_view
-from fedgen.errors import ConfigError
-from fedgen.records import AttackResult
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import AttackResult
 
 
 class GradientLIA:

@@ -8,7 +8,7 @@ from scipy.special import expit
 from fedgen.attacks.gradients import logits, target_models
 from fedgen.attacks.membership import MembershipAttack
 from fedgen.attacks.views import MembershipView
-from fedgen.records import AttackResult
+from fedgen.core.records import AttackResult
 
 
 class ConfidenceMIA(MembershipAttack):

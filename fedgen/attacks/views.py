@@ -9,9 +9,9 @@ from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Observation
 from fedgen.attacks.gradients import per_sample_gradients
-from fedgen.errors import ConfigError
-from fedgen.records import FederationResult
-from fedgen.seeding import child_rng
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import FederationResult
+from fedgen.core.seeding import child_rng
 
 
 @dataclass(frozen=True)

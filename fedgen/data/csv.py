@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgen.errors import DataError
-from fedgen.records import Cohort
+from fedgen.core.errors import DataError
+from fedgen.core.records import Cohort
 
 
 @dataclass(frozen=True)

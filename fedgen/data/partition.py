@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedgen.errors import ConfigError
-from fedgen.records import ClientSplit, Split
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import ClientSplit, Split
 
 
 def partition(

@@ -4,7 +4,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedgen.records import Cohort
+from fedgen.core.records import Cohort
 
 
 class CohortSource(Protocol):

@@ -31,8 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtri
 
-from fedgen.errors import ConfigError
-from fedgen.records import Cohort
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import Cohort
 
 _LEVELS = 65536.0
 _CHUNK_CELLS = 1 << 22

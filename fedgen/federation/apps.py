@@ -10,10 +10,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from fedgen.core.records import LinearParams
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.data import ClientData
-from fedgen.linear import fit_local, loss_and_accuracy
-from fedgen.records import LinearParams
+from fedgen.models.linear import fit_local, loss_and_accuracy
 
 PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"

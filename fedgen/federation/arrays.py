@@ -3,7 +3,7 @@
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedgen.records import LinearParams
+from fedgen.core.records import LinearParams
 
 
 def to_record(params: LinearParams) -> ArrayRecord:

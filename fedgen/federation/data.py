@@ -8,7 +8,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from fedgen.records import Cohort, Split
+from fedgen.core.records import Cohort, Split
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
-from fedgen.errors import ConfigError
+from fedgen.core.errors import ConfigError
 
 
 class Runner(Protocol):

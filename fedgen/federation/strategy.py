@@ -9,10 +9,10 @@ from typing import Any
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
-from fedgen.errors import FederationError
+from fedgen.core.errors import FederationError
+from fedgen.core.records import FederationResult, LinearParams, RoundRecord
 from fedgen.federation.apps import NUM_EXAMPLES, PARTITION_ID, scalar
 from fedgen.federation.arrays import from_record
-from fedgen.records import FederationResult, LinearParams, RoundRecord
 
 log = logging.getLogger("fedgen")
 

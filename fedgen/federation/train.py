@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedgen.core.records import Cohort, FederationResult, Split
+from fedgen.core.seeding import child_seed
 from fedgen.federation.apps import make_client_app, make_server_app
 from fedgen.federation.data import ClientData, client_data
 from fedgen.federation.settings import FederationSettings
-from fedgen.linear import check_template, zeros
-from fedgen.records import Cohort, FederationResult, Split
-from fedgen.seeding import child_seed
+from fedgen.models.linear import check_template, zeros
 
 __all__ = ["ClientData", "client_seeds", "train_federation"]
 

@@ -7,8 +7,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fedgen.errors import ConfigError
-from fedgen.records import Pool, Split
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import Pool, Split
 
 
 class _PoolSettings:

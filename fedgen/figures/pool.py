@@ -1,7 +1,7 @@
 """Draw figures in a background process, so that a job's figures barely delay it.
 
 Rendering PNGs with matplotlib costs ~0.15 s per figure here, about 1.5 s for a job's set. The
-job hands each figure to this pool as a :class:`FigureTask` (a function of :mod:`fedgen.plots`
+job hands each figure to this pool as a :class:`FigureTask` (a function of :mod:`..plots`
 and its arguments) and goes on; the pool draws it, writes the PNG atomically and calls back,
 which logs the file to the job's run (MLflow accepts artifacts after a run has ended). In a
 sweep, one job's figures are drawn while the next job runs. :func:`wait` blocks until every
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgen.figures import Plot, save_png
-from fedgen.io import atomic_write_bytes
+from fedgen.core.io import atomic_write_bytes
+from fedgen.figures.base import Plot, save_png
 
 log = logging.getLogger("fedgen")
 
 
 @dataclass(frozen=True)
 class FigureTask:
-    """A call ``fedgen.plots.<function>(*args, **kwargs)`` that returns a :class:`Plot`."""
+    """A call ``fedgen.figures.plots.<function>(*args, **kwargs)`` that returns a :class:`Plot`."""
 
     function: str
     args: tuple[Any, ...] = ()
@@ -43,7 +43,7 @@ class FigureTask:
 
     def draw(self) -> Plot:
         """Make the figure in this process."""
-        from fedgen import plots
+        from fedgen.figures import plots
 
         plot: Plot = getattr(plots, self.function)(*self.args, **self.kwargs)
         return plot
@@ -54,7 +54,7 @@ def _render(task: FigureTask, folder: str) -> str:
 
 
 def _warm_up() -> None:
-    from fedgen import plots  # noqa: F401  (imports matplotlib before the first task)
+    from fedgen.figures import plots  # noqa: F401  (imports matplotlib before the first task)
 
 
 WORKERS = 2  # on a 2-core machine the job is idle while its last figures are drawn

@@ -16,19 +16,20 @@ from typing import Any
 from numpy.typing import NDArray
 
 import fedgen
-from fedgen import attack_logs, figure_pool
-from fedgen.assess import Assessment, assess
 from fedgen.attacks import Arena, Attack
-from fedgen.cache import TrainingCache, training_key
+from fedgen.core.io import atomic_write_text
+from fedgen.core.records import Cohort, FederationResult, Split
+from fedgen.core.seeding import child_rng
 from fedgen.data import CohortSource, partition
-from fedgen.evaluation import Evaluation
+from fedgen.evaluation.assess import Assessment, assess
+from fedgen.evaluation.pools import Evaluation
+from fedgen.experiment.cache import TrainingCache, training_key
 from fedgen.federation import FederationSettings, train_federation
-from fedgen.io import atomic_write_text
-from fedgen.records import Cohort, FederationResult, Split
-from fedgen.report import RunRecord, dump_run_json
-from fedgen.run_figures import run_figures
-from fedgen.seeding import child_rng
-from fedgen.tracking import Tracker, tracked_run
+from fedgen.figures import pool as figure_pool
+from fedgen.figures.run import run_figures
+from fedgen.reporting import attack_logs
+from fedgen.reporting.report import RunRecord, dump_run_json
+from fedgen.tracking.trackers import Tracker, tracked_run
 
 log = logging.getLogger("fedgen")
 
@@ -159,7 +160,7 @@ def _figures(
 ) -> None:
     """Have the job's figures drawn into ``<job dir>/figures``, each logged under ``figures/``.
 
-    They are drawn in the background (:mod:`fedgen.figure_pool`) while the job goes on.
+    They are drawn in the background (:mod:`fedgen.figures.pool`) while the job goes on.
     """
     cohort = arena.cohort
     evaluation = exp.evaluation.name if exp.evaluation is not None else ""

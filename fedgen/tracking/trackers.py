@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from fedgen.errors import TrackingError
+from fedgen.core.errors import TrackingError
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 FINISHED, FAILED = "FINISHED", "FAILED"
@@ -141,7 +141,7 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 class _Worker:
-    """The parent's end of :mod:`fedgen.mlflow_worker`: requests in order, replies in order.
+    """The parent's end of :mod:`.mlflow_worker`: requests in order, replies in order.
 
     ``send`` does not wait for the reply, so the worker writes a job's metrics and artifacts
     while this process goes on (e.g. Hydra composes the next job of a sweep). ``result`` waits
@@ -151,7 +151,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fedgen.mlflow_worker"],
+            [sys.executable, "-m", "fedgen.tracking.mlflow_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -267,7 +267,7 @@ def _get_worker() -> _Worker:
 class MlflowTracker:
     """Logs to an MLflow tracking store (``tracking=mlflow``).
 
-    MLflow's client runs in a child process (:mod:`fedgen.mlflow_worker`) that the CLI starts
+    MLflow's client runs in a child process (:mod:`.mlflow_worker`) that the CLI starts
     first thing, so that importing and opening the store overlap the run. With the default
     local SQLite store, new experiments keep their artifacts in ``mlruns/`` beside the
     database, so ``mlflow ui`` run from the launch directory shows everything.

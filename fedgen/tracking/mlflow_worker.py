@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from fedgen.tracking import sqlite_path
+from fedgen.tracking.trackers import sqlite_path
 
 
 class _Store:

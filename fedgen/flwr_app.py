@@ -4,7 +4,7 @@
 ``flwr run .`` starts the same federation as ``python -m fedgen``: Hydra composes fedgen's config
 (plus the run-config key ``overrides``, a space-separated Hydra override string such as
 ``"seed=1 federation.num_rounds=3"``), the cohort and its split are made from the seed exactly
-as in ``fedgen.pipeline`` (streams ``cohort`` and ``partition``), and each SuperNode trains on the
+as in the pipeline (streams ``cohort`` and ``partition``), and each SuperNode trains on the
 rows of its ``partition-id``. Both apps are built lazily inside their handlers, from the same
 factories (``fedgen.federation.apps``) and the same ``train_federation`` as the pipeline, so the
 final global parameters are bit-identical to ``python -m fedgen`` for the same config.
@@ -49,16 +49,16 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 
 import fedgen
+from fedgen.core.errors import ConfigError
+from fedgen.core.io import atomic_write_text
+from fedgen.core.records import Cohort, FederationResult, LinearParams, Split
+from fedgen.core.seeding import child_rng
 from fedgen.data import CohortSource, partition
-from fedgen.errors import ConfigError
 from fedgen.federation.apps import make_client_app, scalar
 from fedgen.federation.arrays import to_record
 from fedgen.federation.data import client_data
 from fedgen.federation.settings import FederationSettings
 from fedgen.federation.train import client_seeds, train_federation
-from fedgen.io import atomic_write_text
-from fedgen.records import Cohort, FederationResult, LinearParams, Split
-from fedgen.seeding import child_rng
 
 __all__ = ["client_app", "compose_config", "load_federation", "params_digest", "server_app"]
 
@@ -104,7 +104,7 @@ def compose_config(overrides: str = "") -> DictConfig:
 
 @functools.lru_cache(maxsize=4)
 def load_federation(overrides: str = "") -> LoadedFederation:
-    """Compose, instantiate, and make the cohort and split as ``fedgen.pipeline`` does.
+    """Compose, instantiate, and make the cohort and split as ``fedgen.experiment.pipeline`` does.
 
     Memoised per process and override string: a Ray worker that hosts several SuperNodes, or the
     rounds of one node, build the cohort once.
@@ -120,7 +120,7 @@ def load_federation(overrides: str = "") -> LoadedFederation:
     if not isinstance(federation, FederationSettings):
         raise ConfigError(f"`federation` built a {type(federation).__name__}, not settings")
     model = instantiate(cfg.model)
-    # The same streams, in the same order, as fedgen.pipeline.run_experiment.
+    # The same streams, in the same order, as fedgen.experiment.pipeline.run_experiment.
     cohort = dataset.load(child_rng(seed, "cohort"))
     split = partition(
         cohort.labels,
@@ -275,7 +275,7 @@ def _report(result: FederationResult, context: Context) -> None:
     if not isinstance(target, str):
         raise ConfigError(f"run config `{TRAINING_LOG_KEY}` must be a string, got {target!r}")
     if target:
-        from fedgen.pipeline import training_log_csv
+        from fedgen.experiment.pipeline import training_log_csv
 
         path = Path(target).expanduser().resolve()
         atomic_write_text(path, training_log_csv(result))

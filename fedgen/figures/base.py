@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fedgen.io import atomic_write_bytes
+from fedgen.core.io import atomic_write_bytes
 
 DPI = 110
 

@@ -18,8 +18,8 @@ from matplotlib.projections.polar import PolarAxes
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
 from numpy.typing import ArrayLike, NDArray
 
-from fedgen.figures import Plot, new_figure
-from fedgen.metrics import auc, roc, trivial_metrics
+from fedgen.evaluation.metrics import auc, roc, trivial_metrics
+from fedgen.figures.base import Plot, new_figure
 
 Floats = NDArray[np.float64]
 Bools = NDArray[np.bool_]
@@ -296,8 +296,8 @@ def roc_curves(
     Returns
     -------
     Plot
-        Name ``roc``; data ``curves`` {attack: {"fpr", "tpr": (g + 1,) from `fedgen.metrics.roc`,
-        "auc": float from `fedgen.metrics.auc`}}, ``operating_points`` {attack: (fpr, tpr)},
+        Name ``roc``; data ``curves`` {attack: {"fpr", "tpr": (g + 1,) from `metrics.roc`,
+        "auc": float from `metrics.auc`}}, ``operating_points`` {attack: (fpr, tpr)},
         ``x_floor`` = 1 / most non-members and ``y_floor`` = 1 / most members of any attack
         (the axes run from the floors to 1).
     """
@@ -385,7 +385,7 @@ def threshold_sweep(
     Returns
     -------
     precision, recall, f1 : ndarray of float64, shape (m,)
-        As `fedgen.metrics.threshold_metrics` on each threshold's calls (0.0 where undefined).
+        As `metrics.threshold_metrics` on each threshold's calls (0.0 where undefined).
     """
     s = _floats(scores, "scores")
     t = _truth(truth, "truth", s.size)

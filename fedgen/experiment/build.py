@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 import fedgen
-from fedgen.cache import TrainingCache, default_cache_dir
-from fedgen.errors import ConfigError, FedgenError
-from fedgen.pipeline import Experiment
+from fedgen.core.errors import ConfigError, FedgenError
+from fedgen.experiment.cache import TrainingCache, default_cache_dir
+from fedgen.experiment.pipeline import Experiment
 
 
 def build_experiment(

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 import fedgen
-from fedgen.io import atomic_write_bytes
-from fedgen.records import FederationResult, LinearParams, RoundRecord
+from fedgen.core.io import atomic_write_bytes
+from fedgen.core.records import FederationResult, LinearParams, RoundRecord
 
 log = logging.getLogger("fedgen")
 

@@ -9,9 +9,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Attack
-from fedgen.metrics import attack_metrics
-from fedgen.records import AttackResult
-from fedgen.seeding import child_rng
+from fedgen.core.records import AttackResult
+from fedgen.core.seeding import child_rng
+from fedgen.evaluation.metrics import attack_metrics
 
 # Per-client leakage: the threshold metrics and the threshold-free ones, without intervals.
 CLIENT_METRICS = ("precision", "recall", "f1", "auc", "advantage", "member_share", "trivial_f1")

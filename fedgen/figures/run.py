@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedgen.assess import Assessment
 from fedgen.attacks import Arena, GradientNormMIA
 from fedgen.attacks.views import membership_view
-from fedgen.figure_pool import FigureTask as Task
-from fedgen.seeding import child_rng
+from fedgen.core.seeding import child_rng
+from fedgen.evaluation.assess import Assessment
+from fedgen.figures.pool import FigureTask as Task
 
 POOLED = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_accuracy")
 

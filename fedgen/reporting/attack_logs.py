@@ -9,9 +9,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from fedgen.assess import Assessment
-from fedgen.errors import TrackingError
-from fedgen.io import atomic_write_text
+from fedgen.core.errors import TrackingError
+from fedgen.core.io import atomic_write_text
+from fedgen.evaluation.assess import Assessment
 
 # The study's columns first, in its order; then what tells whether there is any leakage.
 STUDY_COLUMNS = ("attack_type", "client_count", "threshold", "precision", "recall", "f1_score")

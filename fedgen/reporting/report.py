@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from fedgen.errors import DataError
-from fedgen.figures import Plot, new_figure, png_bytes, save_png
-from fedgen.io import atomic_write_text
+from fedgen.core.errors import DataError
+from fedgen.core.io import atomic_write_text
+from fedgen.figures.base import Plot, new_figure, png_bytes, save_png
 
 SUMMARY_METRICS = ("precision", "recall", "f1", "auc", "advantage", "trivial_f1")
 RADAR_AXES = ("precision", "recall", "f1", "auc")
@@ -182,7 +182,7 @@ def _by_attack(table: Sequence[dict[str, str]]) -> dict[str, list[dict[str, str]
 
 def radar_across(records: Iterable[RunRecord], subtitle: str) -> Plot:
     """Radar chart of each attack's precision, recall, F1 and AUC, mean over its runs."""
-    from fedgen.plots import radar
+    from fedgen.figures.plots import radar
 
     groups = _by_attack(summary_table(records))
     if not groups:

@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import clone
 
-from fedgen.errors import ConfigError
-from fedgen.records import LinearParams
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import LinearParams
 
 CLASSES = np.array([0, 1])
 

@@ -1,0 +1,1 @@
+"""Defenses: client-side Flower mods and server-side strategy wrappers."""

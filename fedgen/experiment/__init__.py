@@ -1,0 +1,1 @@
+"""The builder (the one Hydra instantiate), the pipeline, the training cache, the sweep callback."""

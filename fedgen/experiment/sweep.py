@@ -1,0 +1,95 @@
+"""Hydra callback: one MLflow parent run per `--multirun` sweep, grouping its jobs."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from fedgen.core.errors import TrackingError
+from fedgen.core.io import atomic_write_text
+from fedgen.experiment.build import build_tracker
+from fedgen.reporting.report import load_run_json, write_summary
+from fedgen.tracking.trackers import FAILED, FINISHED, PARENT_RUN_FILE, MlflowTracker
+
+log = logging.getLogger("fedgen")
+
+
+class SweepParentRun(Callback):
+    """Groups a sweep's jobs under an MLflow parent run and summarises them when it ends.
+
+    Every job of the sweep finds the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and
+    tags itself as a child. At the end, the jobs that completed (each left a ``run.json``) are
+    summarised in the sweep directory (``summary.csv``, ``summary.md``, plots, ``report.html``)
+    and the summary is logged to the parent run. The parent ends FINISHED when all jobs
+    completed, FAILED otherwise; also when a job's failure aborts the sweep, and when the
+    process exits mid-sweep, the summary of the completed jobs is made and the parent is closed:
+    it is never left RUNNING.
+    """
+
+    def __init__(self) -> None:
+        self._tracker: MlflowTracker | None = None
+        self._sweep_dir: Path | None = None
+        self._failed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        self._sweep_dir = sweep_dir
+        atexit.register(self._finish, FAILED)
+        tracker = build_tracker(config, launch_dir=Path(config.hydra.runtime.cwd), sweep_dir=None)
+        if not isinstance(tracker, MlflowTracker):
+            return
+        tracker.start_run(
+            f"sweep {sweep_dir.name}",
+            params={},
+            tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
+        )
+        # The jobs (run by this process) name the parent by its handle, which the MLflow worker
+        # turns into the run's id: no waiting here for MLflow to have created the run.
+        assert tracker.handle is not None
+        atomic_write_text(sweep_dir / PARENT_RUN_FILE, tracker.handle)
+        self._tracker = tracker
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.COMPLETED:
+            self._failed = True
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(FAILED if self._failed else FINISHED)
+
+    def _finish(self, status: str) -> None:
+        sweep_dir, self._sweep_dir = self._sweep_dir, None
+        if sweep_dir is None:
+            return
+        try:
+            self._summarise(sweep_dir)
+        except Exception as exc:  # a broken summary must not leave the parent run open
+            log.error("the sweep summary failed: %s", exc)
+        finally:
+            if self._tracker is not None:
+                with contextlib.suppress(TrackingError):  # reported when the run ends below
+                    run_id = self._tracker.run_id  # the real id, for anyone reading it later
+                    if run_id is not None:
+                        atomic_write_text(sweep_dir / PARENT_RUN_FILE, run_id)
+                self._tracker.end_run(status)
+                self._tracker = None
+
+    def _summarise(self, sweep_dir: Path) -> None:
+        records = [load_run_json(p) for p in sorted(sweep_dir.glob("*/run.json"))]
+        if not records:
+            log.warning("no job of the sweep completed: no summary")
+            return
+        paths = write_summary(sweep_dir, records, title=f"fedgen sweep {sweep_dir.name}")
+        log.info("sweep summary of %d job(s): %s", len(records), sweep_dir / "report.html")
+        if self._tracker is not None:
+            for path in paths:
+                self._tracker.log_file(path, "summary")
+            attack_log = sweep_dir / "attack_logs.csv"
+            if attack_log.exists():
+                self._tracker.log_file(attack_log, "summary")

@@ -1,0 +1,1 @@
+"""Models behind one interface: initial parameters, local training, probabilities, gradients."""

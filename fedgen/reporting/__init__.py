@@ -1,0 +1,1 @@
+"""Sweep summaries, attack logs, the leakage report and `fedgen compare`."""

@@ -1,0 +1,195 @@
+"""`fedgen compare`: the finished runs of an MLflow experiment (a sweep, a filter) side by side."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fedgen.core.errors import FedgenError
+from fedgen.reporting.report import RunRecord, summary_table, to_markdown, write_summary
+from fedgen.tracking.trackers import resolve_uri, sqlite_path
+
+SWEEP_TAG = "fedgen.sweep_dir"
+ROLE_TAG = "fedgen.role"
+PAGE_SIZE = 1000
+
+
+class CompareError(FedgenError):
+    """The runs to compare could not be selected."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line of ``fedgen compare``."""
+    parser = argparse.ArgumentParser(
+        prog="fedgen compare",
+        description="Compare the finished runs of an MLflow experiment: a table, plots and "
+        "one self-contained HTML report.",
+    )
+    parser.add_argument("--experiment", default="fedgen", help="MLflow experiment (fedgen)")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db as fedgen uses)",
+    )
+    parser.add_argument("--sweep-dir", type=Path, help="only the jobs of this --multirun sweep")
+    parser.add_argument("--filter", help="MLflow search filter, e.g. \"params.threshold = '0.5'\"")
+    parser.add_argument(
+        "--output", type=Path, default=Path("compare"), help="output directory (./compare)"
+    )
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide MLflow's and Alembic's log lines and Python warnings while MLflow is in use."""
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    names = sorted(e.name for e in client.search_experiments())
+    there = ", ".join(repr(n) for n in names) if names else "none"
+    raise CompareError(f"no experiment {name!r} in {uri} (experiments there: {there})")
+
+
+def _search(client: Any, experiment_id: str, filter_string: str, user: str | None) -> list[Any]:
+    """Every run matching ``filter_string``, page by page."""
+    from mlflow.exceptions import MlflowException
+
+    runs: list[Any] = []
+    token = None
+    while True:
+        try:
+            page = client.search_runs(
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=PAGE_SIZE,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+        except MlflowException as exc:
+            if user and exc.error_code == "INVALID_PARAMETER_VALUE":
+                raise CompareError(f"bad --filter {user!r}: {exc.message}") from None
+            raise CompareError(f"cannot search the runs: {exc.message}") from None
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def select_runs(
+    uri: str, experiment: str, sweep_dir: Path | None, user_filter: str | None
+) -> list[RunRecord]:
+    """The FINISHED job runs (no sweep parents) of ``experiment`` matching the selection.
+
+    Parameters
+    ----------
+    uri : str
+        MLflow tracking URI; a ``sqlite:///`` store must exist (it is never created here).
+    experiment : str
+        Experiment name.
+    sweep_dir : Path, optional
+        Keep runs whose ``fedgen.sweep_dir`` tag is this directory (resolved).
+    user_filter : str, optional
+        An MLflow search filter string, ANDed with the sweep selection.
+
+    Returns
+    -------
+    list of RunRecord
+        Params and latest metrics of each run, in start-time order.
+
+    Raises
+    ------
+    CompareError
+        Unknown experiment, a bad filter, an unreadable store or an empty selection.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise CompareError(f"no MLflow store at {db}; run fedgen first or pass --tracking-uri")
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = _experiment_id(client, experiment, uri)
+    except MlflowException as exc:
+        raise CompareError(f"cannot read the MLflow store {uri}: {exc.message}") from None
+    sweep = str(sweep_dir.resolve()) if sweep_dir is not None else None
+    clauses = [user_filter.strip()] if user_filter and user_filter.strip() else []
+    if sweep is not None and "'" not in sweep:
+        clauses.append(f"tags.`{SWEEP_TAG}` = '{sweep}'")
+    runs = _search(client, experiment_id, " and ".join(clauses), user_filter)
+    if sweep is not None:
+        runs = [r for r in runs if r.data.tags.get(SWEEP_TAG) == sweep]
+    jobs = [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
+    finished = [r for r in jobs if r.info.status == "FINISHED"]
+    if not finished:
+        applied = [f"experiment {experiment!r} in {uri}"]
+        applied += [f"--sweep-dir {sweep}"] if sweep is not None else []
+        applied += [f"--filter {user_filter!r}"] if user_filter else []
+        skipped = f"{len(jobs)} job runs matched, none FINISHED" if jobs else "no job runs matched"
+        raise CompareError(f"no runs to compare ({skipped}); selection: {', '.join(applied)}")
+    return [
+        RunRecord(
+            run_id=str(r.info.run_id),
+            run_name=str(r.info.run_name or r.data.tags.get("mlflow.runName", "")),
+            params={str(k): str(v) for k, v in r.data.params.items()},
+            metrics={str(k): float(v) for k, v in r.data.metrics.items()},
+        )
+        for r in finished
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fedgen compare``: select runs, write the summary files, print the table and paths.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``compare`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success; 2 after printing one ``fedgen: error: ...`` line to stderr.
+    """
+    args = parse_args(argv)
+    uri = args.tracking_uri or resolve_uri(None, Path.cwd())
+    title = f"fedgen: experiment {args.experiment!r}"
+    if args.sweep_dir is not None:
+        title += f", sweep {args.sweep_dir.resolve()}"
+    try:
+        with _quiet():
+            records = select_runs(uri, args.experiment, args.sweep_dir, args.filter)
+        notes = f"{len(records)} finished runs from {uri}"
+        notes += f"\nfilter: {args.filter}" if args.filter else ""
+        paths = write_summary(args.output, records, title, notes=notes)
+    except FedgenError as exc:
+        print(f"fedgen: error: {exc}", file=sys.stderr)
+        return 2
+    print(to_markdown(summary_table(records)), end="")
+    print()
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
