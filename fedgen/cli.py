@@ -43,8 +43,13 @@ def _job(cfg: DictConfig) -> float:
             raise  # Hydra reports the failed job of the sweep with its overrides
         print(f"fedgen: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    rounds = outcome.federation.rounds
-    return rounds[-1].metrics["fed/test_accuracy"] if rounds else float("nan")
+    try:
+        return outcome.objective(experiment.objective)
+    except FedgenError as exc:
+        if multirun:
+            raise
+        print(f"fedgen: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:

@@ -40,9 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from flwr.app import Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -51,14 +49,13 @@ from omegaconf import DictConfig
 import fedgen
 from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
-from fedgen.core.records import Cohort, FederationResult, LinearParams, Split
-from fedgen.core.seeding import child_rng
-from fedgen.data import CohortSource, partition
-from fedgen.federation.apps import make_client_app, scalar
+from fedgen.core.records import Cohort, FederationResult, Params, Split
+from fedgen.experiment.build import build_training
+from fedgen.experiment.pipeline import Training, cohort_and_split, train, training_log_csv
 from fedgen.federation.arrays import to_record
-from fedgen.federation.data import client_data
-from fedgen.federation.settings import FederationSettings
-from fedgen.federation.train import client_seeds, train_federation
+from fedgen.federation.recorder import scalar
+from fedgen.federation.train import build_client_app
+from fedgen.models import flatten
 
 __all__ = ["client_app", "compose_config", "load_federation", "params_digest", "server_app"]
 
@@ -78,11 +75,9 @@ _NODES_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class LoadedFederation:
-    """What both apps build from one override string: the objects and the cohort's split."""
+    """What both apps build from one override string: the training objects and the data."""
 
-    seed: int
-    federation: FederationSettings
-    model: Any
+    training: Training
     cohort: Cohort
     split: Split
 
@@ -104,38 +99,21 @@ def compose_config(overrides: str = "") -> DictConfig:
 
 @functools.lru_cache(maxsize=4)
 def load_federation(overrides: str = "") -> LoadedFederation:
-    """Compose, instantiate, and make the cohort and split as ``fedgen.experiment.pipeline`` does.
+    """Compose and build as ``python -m fedgen`` does, and make the cohort and its split.
 
-    Memoised per process and override string: a Ray worker that hosts several SuperNodes, or the
-    rounds of one node, build the cohort once.
+    The same builder (:func:`fedgen.experiment.build.build_training`) and the same data path
+    (:func:`fedgen.experiment.pipeline.cohort_and_split`) as the pipeline. Memoised per process
+    and override string: a Ray worker that hosts several SuperNodes, or the rounds of one node,
+    build the cohort once.
     """
-    from hydra.utils import instantiate
-
-    cfg = compose_config(overrides)
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
-    dataset: CohortSource = instantiate(cfg.dataset)
-    federation = instantiate(cfg.federation)
-    if not isinstance(federation, FederationSettings):
-        raise ConfigError(f"`federation` built a {type(federation).__name__}, not settings")
-    model = instantiate(cfg.model)
-    # The same streams, in the same order, as fedgen.experiment.pipeline.run_experiment.
-    cohort = dataset.load(child_rng(seed, "cohort"))
-    split = partition(
-        cohort.labels,
-        federation.num_clients,
-        federation.test_fraction,
-        child_rng(seed, "partition"),
-    )
-    return LoadedFederation(seed, federation, model, cohort, split)
+    training = build_training(compose_config(overrides))
+    cohort, split = cohort_and_split(training)
+    return LoadedFederation(training, cohort, split)
 
 
-def params_digest(params: LinearParams) -> str:
+def params_digest(params: Params) -> str:
     """A short SHA-256 of the parameters' exact bytes, to compare runs across processes."""
-    data = np.ascontiguousarray(params.coef, dtype=np.float64).tobytes()
-    data += np.float64(params.intercept).tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
+    return hashlib.sha256(flatten(params).tobytes()).hexdigest()[:16]
 
 
 def _overrides(context: Context) -> str:
@@ -164,7 +142,8 @@ def _client_logic(overrides: str) -> tuple[ClientApp, int]:
     """The factory-made ClientApp for ``overrides`` (as ``train_federation`` makes it)."""
     fed = load_federation(overrides)
     n = fed.split.num_clients
-    app = make_client_app(client_data(fed.cohort, fed.split), fed.model, client_seeds(fed.seed, n))
+    t = fed.training
+    app = build_client_app(fed.cohort, fed.split, t.model, t.seed, t.defenses)
     return app, n
 
 
@@ -251,11 +230,15 @@ def _main(grid: Grid, context: Context) -> None:
             fed.cohort.n_individuals,
             fed.cohort.n_snps,
             fed.split.num_clients,
-            fed.federation.num_rounds,
+            fed.training.federation.num_rounds,
             overrides or "none",
         )
-        settings = dataclasses.replace(fed.federation, backend=_FlowerRuntime(grid, context))
-        result = train_federation(fed.cohort, fed.split, settings, fed.model, fed.seed)
+        settings = dataclasses.replace(
+            fed.training.federation, backend=_FlowerRuntime(grid, context)
+        )
+        result = train(
+            dataclasses.replace(fed.training, federation=settings), fed.cohort, fed.split
+        )
         _report(result, context)
 
 
@@ -275,8 +258,6 @@ def _report(result: FederationResult, context: Context) -> None:
     if not isinstance(target, str):
         raise ConfigError(f"run config `{TRAINING_LOG_KEY}` must be a string, got {target!r}")
     if target:
-        from fedgen.experiment.pipeline import training_log_csv
-
         path = Path(target).expanduser().resolve()
         atomic_write_text(path, training_log_csv(result))
         log.info("flwr run: training log written to %s", path)

@@ -8,7 +8,9 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool
+from fedgen.models import Model
 
 V = TypeVar("V")
 
@@ -19,13 +21,16 @@ class Arena:
 
     Attacks never receive it: each attack's ``observe`` declares its threat model by building,
     from the arena, the view it is allowed (see :mod:`fedgen.attacks.views`), and the truth
-    that goes only to the metrics.
+    that goes only to the metrics. ``server`` is the record of what the server received and
+    sent (:mod:`fedgen.federation.recorder`); ``model`` is the model's interface (the
+    architecture and training settings, which the server knows).
     """
 
     cohort: Cohort
     pool: Pool
     server: FederationResult
     seed: int
+    model: Model
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,14 @@ class Observation(Generic[V]):
 
 
 class Attack(Protocol[V]):
-    """An inference attack: a threat model (``observe``) and an inference (``run``)."""
+    """An inference attack: a threat model (``observe``) and an inference (``run``).
+
+    ``threshold`` is the attack's own decision threshold, on the scale of its own scores
+    (``attack.<name>.threshold``, by default the top-level ``threshold``).
+    """
 
     name: str
+    threshold: float
 
     def observe(self, arena: Arena) -> Observation[V]:
         """Build this attack's view of the experiment, and the truth about its targets."""
@@ -59,3 +69,12 @@ class Attack(Protocol[V]):
     def run(self, view: V) -> AttackResult:
         """Score every target of ``view``."""
         ...
+
+
+def check_threshold(name: str, threshold: object) -> float:
+    """Validate ``attack.<name>.threshold``: a number in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ConfigError(f"attack.{name}.threshold={threshold!r} must be a number in [0, 1]")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"attack.{name}.threshold={threshold!r} must be in [0, 1]")
+    return float(threshold)

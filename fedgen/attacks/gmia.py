@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from fedgen.attacks.gradients import (
-    gradient_norm_bound,
-    gradient_norms,
-    logits,
-    residuals,
-    target_models,
-)
+import numpy as np
+
 from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.signals import gradient_norms
 from fedgen.attacks.views import MembershipView
 from fedgen.core.records import AttackResult
+
+GENOTYPE_MAX = 2.0  # minor-allele counts are 0, 1 or 2
 
 
 class GradientNormMIA(MembershipAttack):
@@ -22,21 +20,27 @@ class GradientNormMIA(MembershipAttack):
     them itself, at each candidate, on the model it attacks (the final global model, or with
     ``model="client"`` the last local model the candidate's client returned).
 
-    Score: ``||g|| / B`` where ``g = (sigmoid(z) - y) [x, 1]`` and ``B = sqrt(4 p + 1)`` is the
-    largest norm any record with genotypes 0/1/2 can have (it depends on the number of SNPs
-    ``p`` only, not on the evaluated pool), so scores lie in [0, 1) and fixed thresholds such as
-    0.3, 0.45, 0.5 mean the same on every pool. Members have smaller norms: a candidate is
-    called a member when its score is at most the threshold. Note that ``||g||`` is the loss's
-    ``|sigmoid(z) - y|`` weighted by ``sqrt(||x||^2 + 1)``: a loss-threshold attack in disguise.
+    Score: ``||g|| / B``, with ``g`` the candidate's log-loss gradient with respect to every
+    parameter (asked of the model, :mod:`fedgen.models`) and ``B`` the largest norm any record
+    with genotypes 0/1/2 can have where the model states one (``sqrt(4 p + 1)`` for logistic
+    regression; it depends on the number of SNPs only, never on the evaluated pool), so fixed
+    thresholds such as 0.3, 0.45, 0.5 mean the same on every pool. For a model with no such
+    bound (the MLP) the score is ``||g|| / (1 + ||g||)``, also in [0, 1) and pool-free. Members
+    have smaller norms: a candidate is called a member when its score is at most the threshold.
+    For logistic regression ``||g|| = |sigmoid(z) - y| sqrt(||x||^2 + 1)``: a loss-threshold
+    attack in disguise.
 
-    Parameters: ``name`` (default ``gmia``) and ``model``, see :class:`MembershipAttack`.
+    Parameters: ``name`` (default ``gmia``), ``model`` and ``threshold``, see
+    :class:`MembershipAttack`.
     """
 
     default_name = "gmia"
 
     def run(self, view: MembershipView) -> AttackResult:
         """Score each candidate by its scaled gradient norm (lower means member)."""
-        coef, intercept = target_models(view.server, self.model, view.clients)
-        r = residuals(logits(view.records, coef, intercept), view.labels)
-        bound = gradient_norm_bound(view.records.shape[1])
-        return AttackResult(self.name, gradient_norms(view.records, r) / bound, False)
+        norms = gradient_norms(
+            view.model, view.server, self.model, view.records, view.labels, view.clients
+        )
+        bound = view.model.gradient_norm_bound(view.records.shape[1], GENOTYPE_MAX)
+        scores = norms / bound if bound is not None else norms / (1.0 + norms)
+        return AttackResult(self.name, np.asarray(scores, np.float64), False)

@@ -8,8 +8,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from fedgen.attacks.base import Arena, Observation
-from fedgen.attacks.gradients import per_sample_gradients
+from fedgen.attacks.base import Arena, Observation, check_threshold
 from fedgen.attacks.views import LabelView, label_view
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
@@ -38,14 +37,24 @@ class GradientLIA:
         Share of the pool whose labels the attacker knows.
     classifier : scikit-learn classifier, optional
         The meta-classifier template (cloned before fitting).
+    threshold : float in [0, 1]
+        Label 1 when the meta-classifier's probability is at least this.
+
+    Works on any model of :mod:`fedgen.models`; the sign rule reads the gradient of the output
+    bias, the last parameter of every model there.
     """
 
     def __init__(
-        self, name: str = "lia", aux_fraction: float = 0.5, classifier: Any = None
+        self,
+        name: str = "lia",
+        aux_fraction: float = 0.5,
+        classifier: Any = None,
+        threshold: float = 0.5,
     ) -> None:
         if not 0.0 < aux_fraction < 1.0:
             raise ConfigError(f"attack.{name}.aux_fraction={aux_fraction!r} must be in (0, 1)")
         self.name = name
+        self.threshold = check_threshold(name, threshold)
         self.aux_fraction = aux_fraction
         self.classifier = classifier if classifier is not None else LogisticRegression()
 
@@ -56,7 +65,7 @@ class GradientLIA:
     def run(self, view: LabelView) -> AttackResult:
         """Predict each target's label from its gradient."""
         final = view.server.final_params
-        known = per_sample_gradients(final, view.aux_records, view.aux_labels)
+        known = view.model.per_sample_gradients(final, view.aux_records, view.aux_labels)
         meta = clone(self.classifier).fit(known, view.aux_labels)
         column = list(meta.classes_).index(1)
         scores = np.asarray(meta.predict_proba(view.observed)[:, column], np.float64)

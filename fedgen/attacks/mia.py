@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from fedgen.attacks.gradients import logits, target_models
 from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.signals import decision_values
 from fedgen.attacks.views import MembershipView
 from fedgen.core.records import AttackResult
 
@@ -21,16 +21,16 @@ class ConfidenceMIA(MembershipAttack):
 
     Score: the model's probability of the candidate's true label, in [0, 1]; a candidate is
     called a member when the score is at least the threshold (training rows tend to be fitted
-    more confidently).
+    more confidently). Works on any model of :mod:`fedgen.models`.
 
-    Parameters: ``name`` (default ``mia``) and ``model``, see :class:`MembershipAttack`.
+    Parameters: ``name`` (default ``mia``), ``model`` and ``threshold``, see
+    :class:`MembershipAttack`.
     """
 
     default_name = "mia"
 
     def run(self, view: MembershipView) -> AttackResult:
         """Score each candidate by the confidence in its true label."""
-        coef, intercept = target_models(view.server, self.model, view.clients)
-        z = logits(view.records, coef, intercept)
+        z = decision_values(view.model, view.server, self.model, view.records, view.clients)
         signed = np.where(view.labels == 1, z, -z)
         return AttackResult(self.name, np.asarray(expit(signed), np.float64), True)

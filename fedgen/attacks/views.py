@@ -8,10 +8,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Observation
-from fedgen.attacks.gradients import per_sample_gradients
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult
 from fedgen.core.seeding import child_rng
+from fedgen.models import Model
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class MembershipView:
     ----------
     server : FederationResult
         Every global model, each client's returned models and sample counts, per round.
+    model : Model
+        The model's interface (architecture and training settings, which the server knows).
     records : ndarray of float64, shape (n, p)
         The candidates' genotypes (the attacker holds the records it asks about).
     labels : ndarray of int8, shape (n,)
@@ -31,6 +33,7 @@ class MembershipView:
     """
 
     server: FederationResult
+    model: Model
     records: NDArray[np.float64]
     labels: NDArray[np.int8]
     clients: NDArray[np.int64]
@@ -43,6 +46,7 @@ class LabelView:
     Attributes
     ----------
     server : FederationResult
+    model : Model
     observed : ndarray of float64, shape (n, p + 1)
         Each target's log-loss gradient on the final global model (what a client returns for a
         batch of one record), intercept component last.
@@ -52,6 +56,7 @@ class LabelView:
     """
 
     server: FederationResult
+    model: Model
     observed: NDArray[np.float64]
     aux_records: NDArray[np.float64]
     aux_labels: NDArray[np.int8]
@@ -62,6 +67,7 @@ def membership_view(arena: Arena) -> Observation[MembershipView]:
     pool = arena.pool
     view = MembershipView(
         server=arena.server,
+        model=arena.model,
         records=arena.cohort.genotypes[pool.rows].astype(np.float64),
         labels=arena.cohort.labels[pool.rows],
         clients=pool.client,
@@ -95,7 +101,8 @@ def label_view(arena: Arena, aux_fraction: float, stream: str) -> Observation[La
     labels = cohort.labels[rows]
     view = LabelView(
         server=arena.server,
-        observed=per_sample_gradients(
+        model=arena.model,
+        observed=arena.model.per_sample_gradients(
             arena.server.final_params, cohort.genotypes[rows].astype(np.float64), labels
         ),
         aux_records=cohort.genotypes[pool.rows[aux]].astype(np.float64),

@@ -57,25 +57,25 @@ class Split:
         return len(self.clients)
 
 
-@dataclass(frozen=True)
-class LinearParams:
-    """Parameters of a binary linear model: ``coef`` float64 (n_snps,), ``intercept`` float."""
-
-    coef: NDArray[np.float64]
-    intercept: float
+Params = dict[str, NDArray[np.float64]]
+"""A model's named parameter arrays, float64, in the model's fixed order (see fedgen.models)."""
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What an honest-but-curious server holds after one FedAvg round.
+    """What the server received and sent in one FedAvg round, as it crossed the wire.
+
+    Recorded at the outermost layer (the Grid, :mod:`fedgen.federation.recorder`): client
+    parameters are as the server received them, after any client-side mod (a defense), and the
+    global parameters as the server sent them out, after any server-side strategy wrapper.
 
     Attributes
     ----------
     round : int
         1-based round number.
-    global_params : LinearParams
+    global_params : Params
         The aggregate that the server sends out after this round.
-    client_params : tuple of LinearParams
+    client_params : tuple of Params
         Each client's returned local model, by partition id.
     client_num_examples : tuple of int
         The sample count each client reported (FedAvg's weights), by partition id.
@@ -85,8 +85,8 @@ class RoundRecord:
     """
 
     round: int
-    global_params: LinearParams
-    client_params: tuple[LinearParams, ...]
+    global_params: Params
+    client_params: tuple[Params, ...]
     client_num_examples: tuple[int, ...]
     metrics: dict[str, float]
 
@@ -95,11 +95,11 @@ class RoundRecord:
 class FederationResult:
     """Round-by-round record of one federated training run."""
 
-    initial_params: LinearParams
+    initial_params: Params
     rounds: tuple[RoundRecord, ...]
 
     @property
-    def final_params(self) -> LinearParams:
+    def final_params(self) -> Params:
         return self.rounds[-1].global_params if self.rounds else self.initial_params
 
 

@@ -47,8 +47,9 @@ class Assessment:
         return self.result.name
 
 
-def assess(attack: Attack[Any], arena: Arena, threshold: float, n_bootstrap: int) -> Assessment:
-    """Observe, attack, and measure; the attack sees only its view, never the truth."""
+def assess(attack: Attack[Any], arena: Arena, n_bootstrap: int) -> Assessment:
+    """Observe, attack and measure at the attack's own threshold; the attack never sees truth."""
+    threshold = attack.threshold
     observation = attack.observe(arena)
     result = attack.run(observation.view)
     truth, clients = observation.truth, observation.clients

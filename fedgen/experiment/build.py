@@ -15,7 +15,26 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 import fedgen
 from fedgen.core.errors import ConfigError, FedgenError
 from fedgen.experiment.cache import TrainingCache, default_cache_dir
-from fedgen.experiment.pipeline import Experiment
+from fedgen.experiment.pipeline import Experiment, Training
+from fedgen.federation import FederationSettings
+from fedgen.models import Model
+
+# Which top-level config keys determine the trained federation (and so the training cache key),
+# and which act only after training. Every top-level key must be in exactly one of them (a test
+# checks the composed config), so a new group cannot silently be left out of the cache key.
+TRAINING_KEYS = ("dataset", "federation", "model", "defense", "seed")
+POST_TRAINING_KEYS = (
+    "attack",
+    "evaluation",
+    "tracking",
+    "threshold",
+    "objective",
+    "figures",
+    "cache",
+    "cache_dir",
+)
+# Parts of a training group that cannot change the numbers (backends are bit-identical).
+_NOT_KEYED = {"federation": ("backend",)}
 
 
 def build_experiment(
@@ -35,9 +54,7 @@ def build_experiment(
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid config: {exc}") from exc
     assert isinstance(resolved, dict)
-    seed = resolved.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+    training = build_training(cfg)
     tags = {"fedgen.version": fedgen.__version__}
     commit = _git_commit()
     if commit:
@@ -54,14 +71,20 @@ def build_experiment(
         for name, node in (cfg.get("attack") or {}).items()
     )
     evaluation = _instantiate(cfg.evaluation, "evaluation")
+    objective = resolved.get("objective", "fed/test_accuracy")
+    if not isinstance(objective, str) or not objective:
+        raise ConfigError(f"objective={objective!r} must be a metric name, e.g. gmia/auc")
+    prefix = objective.split("/")[0]
+    if prefix not in ("fed", *(a.name for a in attacks)):
+        raise ConfigError(
+            f"objective={objective!r} names no metric of this run: it must start with fed/ or "
+            f"with an attack that runs ({', '.join(a.name for a in attacks) or 'none'}/)"
+        )
     params = flatten({str(k): v for k, v in resolved.items() if k != "hydra"})
     params["attack"] = ",".join(a.name for a in attacks) or "none"
     params["evaluation"] = evaluation.name
     return Experiment(
-        seed=seed,
-        dataset=_instantiate(cfg.dataset, "dataset"),
-        federation=_instantiate(cfg.federation, "federation"),
-        model=_instantiate(cfg.model, "model"),
+        training=training,
         tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
         run_name=run_name(overrides, [a.name for a in attacks], float(threshold)),
         params=params,
@@ -73,13 +96,52 @@ def build_experiment(
         output_dir=output_dir,
         attacks=attacks,
         threshold=float(threshold),
+        objective=objective,
         evaluation=evaluation,
         cache=_cache(resolved.get("cache", True), resolved.get("cache_dir")),
-        training_material={k: resolved.get(k) for k in ("dataset", "federation", "model")},
+        training_material=training_material(resolved),
         sweep_dir=sweep_dir,
         job=job,
         figures=_flag("figures", resolved.get("figures", True)),
     )
+
+
+def build_training(cfg: DictConfig) -> Training:
+    """Instantiate what determines training: seed, dataset, federation, model, defenses."""
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+    federation = _instantiate(cfg.federation, "federation")
+    if not isinstance(federation, FederationSettings):
+        raise ConfigError(f"`federation` built a {type(federation).__name__}, not settings")
+    model = _instantiate(cfg.model, "model")
+    if not isinstance(model, Model):
+        raise ConfigError(
+            f"`model` built a {type(model).__name__}, which is not a fedgen model; use one of "
+            "the model config options (e.g. model=sgd_logistic, model=mlp)"
+        )
+    defenses = tuple(
+        _instantiate(node, f"defense.{name}", name=str(name))
+        for name, node in (cfg.get("defense") or {}).items()
+    )
+    return Training(
+        seed=seed,
+        dataset=_instantiate(cfg.dataset, "dataset"),
+        federation=federation,
+        model=model,
+        defenses=defenses,
+    )
+
+
+def training_material(resolved: Mapping[Any, Any]) -> dict[str, Any]:
+    """The resolved training configs that key the cache (backends left out)."""
+    material: dict[str, Any] = {}
+    for key in TRAINING_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in _NOT_KEYED.get(key, ())}
+        material[key] = value
+    return material
 
 
 def _flag(key: str, value: Any) -> bool:

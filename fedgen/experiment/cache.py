@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -18,11 +20,11 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.core.io import atomic_write_bytes
-from fedgen.core.records import FederationResult, LinearParams, RoundRecord
+from fedgen.core.records import FederationResult, Params, RoundRecord
 
 log = logging.getLogger("fedgen")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # What reading a damaged entry can raise (JSONDecodeError and UnicodeDecodeError are ValueErrors;
 # zlib.error and NotImplementedError come from compressed or exotic members of a foreign zip).
@@ -78,58 +80,74 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "fedgen"
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of every source file of the installed fedgen package (paths and bytes).
+
+    Part of the training key, so that any change to fedgen's code (training, models,
+    defenses, ...) misses the cache instead of returning a federation trained by older code.
+    """
+    root = Path(fedgen.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        _update_framed(digest, path.relative_to(root).as_posix().encode("utf-8"))
+        _update_framed(digest, path.read_bytes())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose numerics determine training (part of the training key)."""
+    return {name: importlib.metadata.version(name) for name in _KEYED_LIBRARIES}
+
+
+_KEYED_LIBRARIES = ("numpy", "scikit-learn", "scipy", "flwr")
+
+
+def _stack(arrays: Sequence[NDArray[Any]], shape: tuple[int, ...], what: str) -> NDArray[Any]:
+    for a in arrays:
+        if np.shape(a) != shape:
+            raise ValueError(f"{what} has an array of shape {np.shape(a)}, not {shape}")
+    return np.array(arrays, np.float64).reshape(len(arrays), *shape)
+
+
 def _encode(key: str, result: FederationResult) -> dict[str, NDArray[Any]]:
-    """Flatten ``result`` into the plain numeric arrays of one ``.npz`` entry."""
+    """Flatten ``result`` into the plain numeric arrays of one ``.npz`` entry.
+
+    Each parameter ``<name>`` of the model gives ``initial/<name>`` (shape), ``global/<name>``
+    (R, shape) and ``client/<name>`` (R, C, shape).
+    """
     initial, rounds = result.initial_params, result.rounds
-    if np.ndim(initial.coef) != 1:
-        raise ValueError("initial coef is not one-dimensional")
-    d = int(np.shape(initial.coef)[0])
+    shapes = {name: tuple(np.shape(a)) for name, a in initial.items()}
     c = len(rounds[0].client_params) if rounds else 0
     names = list(rounds[0].metrics) if rounds else []
     for rec in rounds:
-        coefs = [rec.global_params.coef, *(p.coef for p in rec.client_params)]
-        if any(np.shape(coef) != (d,) for coef in coefs):
-            raise ValueError(f"round {rec.round} has a coef whose shape is not ({d},)")
         if len(rec.client_params) != c or len(rec.client_num_examples) != c:
             raise ValueError(f"round {rec.round} does not have {c} clients")
         if set(rec.metrics) != set(names):
             raise ValueError(f"round {rec.round} reports other metrics than round 1")
+        for params in (rec.global_params, *rec.client_params):
+            if list(params) != list(shapes):
+                raise ValueError(f"round {rec.round} has parameters {list(params)}")
     meta = {"format": FORMAT_VERSION, "key": key, "fedgen_version": fedgen.__version__}
-    meta_bytes = json.dumps({**meta, "metric_names": names}).encode("utf-8")
+    meta |= {"metric_names": names, "params": {k: list(s) for k, s in shapes.items()}}
     n, m, f64, i64 = len(rounds), len(names), np.float64, np.int64
-    glob = [rec.global_params for rec in rounds]
-    local = [rec.client_params for rec in rounds]
-    return {
-        "initial_coef": np.array(initial.coef, f64),
-        "initial_intercept": np.array(initial.intercept, f64),
-        "global_coef": np.array([p.coef for p in glob], f64).reshape(n, d),
-        "global_intercept": np.array([p.intercept for p in glob], f64).reshape(n),
-        "client_coef": np.array([[p.coef for p in q] for q in local], f64).reshape(n, c, d),
-        "client_intercept": np.array([[p.intercept for p in q] for q in local], f64).reshape(n, c),
-        "client_num_examples": np.array([x.client_num_examples for x in rounds], i64).reshape(n, c),
-        "round": np.array([rec.round for rec in rounds], i64).reshape(n),
-        "metrics": np.array([[x.metrics[k] for k in names] for x in rounds], f64).reshape(n, m),
-        "meta": np.frombuffer(meta_bytes, dtype=np.uint8),
-    }
+    out: dict[str, NDArray[Any]] = {}
+    for name, shape in shapes.items():
+        out[f"initial/{name}"] = np.array(initial[name], f64)
+        out[f"global/{name}"] = _stack([r.global_params[name] for r in rounds], shape, name)
+        local = [p[name] for r in rounds for p in r.client_params]
+        out[f"client/{name}"] = _stack(local, shape, name).reshape(n, c, *shape)
+    out["client_num_examples"] = np.array([x.client_num_examples for x in rounds], i64).reshape(
+        n, c
+    )
+    out["round"] = np.array([rec.round for rec in rounds], i64).reshape(n)
+    out["metrics"] = np.array([[x.metrics[k] for k in names] for x in rounds], f64).reshape(n, m)
+    out["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return out
 
 
-# name -> (dtype, symbolic shape) of every array an entry must hold.
-_LAYOUT: dict[str, tuple[type[np.generic], str]] = {
-    "initial_coef": (np.float64, "d"),
-    "initial_intercept": (np.float64, ""),
-    "global_coef": (np.float64, "Rd"),
-    "global_intercept": (np.float64, "R"),
-    "client_coef": (np.float64, "RCd"),
-    "client_intercept": (np.float64, "RC"),
-    "client_num_examples": (np.int64, "RC"),
-    "round": (np.int64, "R"),
-    "metrics": (np.float64, "RM"),
-    "meta": (np.uint8, "n"),
-}
-
-
-def _read_meta(raw: NDArray[Any], key: str) -> list[str]:
-    """Check the entry's meta JSON against ``key`` and return its metric names."""
+def _read_meta(raw: NDArray[Any], key: str) -> tuple[list[str], dict[str, tuple[int, ...]]]:
+    """Check the entry's meta JSON against ``key``: its metric names and parameter shapes."""
     meta = json.loads(raw.tobytes().decode("utf-8"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         raise _CorruptEntry(f"meta is not a format-{FORMAT_VERSION} JSON object")
@@ -140,45 +158,65 @@ def _read_meta(raw: NDArray[Any], key: str) -> list[str]:
         raise _CorruptEntry("metric_names is not a list of strings")
     if len(set(names)) != len(names):
         raise _CorruptEntry("metric_names has duplicates")
-    return names
+    params = meta.get("params")
+    if not isinstance(params, dict) or not params:
+        raise _CorruptEntry("params is not a non-empty object")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in params.items():
+        if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+        ):
+            raise _CorruptEntry(f"parameter {name!r} has no valid shape")
+        shapes[str(name)] = tuple(shape)
+    return names, shapes
+
+
+def _array(npz: Any, name: str, dtype: type[np.generic], shape: tuple[int, ...]) -> NDArray[Any]:
+    if name not in npz.files:
+        raise _CorruptEntry(f"missing array {name!r}")
+    array = npz[name]
+    if array.dtype != np.dtype(dtype) or array.shape != shape:
+        raise _CorruptEntry(f"{name!r} is {array.dtype} {array.shape}, expected {shape}")
+    return np.asarray(array)
 
 
 def _decode(key: str, npz: Any) -> FederationResult:
     """Rebuild the FederationResult from an open NpzFile, checking every dtype and shape."""
-    arrays: dict[str, NDArray[Any]] = {}
-    for name, (dtype, dims) in _LAYOUT.items():
-        if name not in npz.files:
-            raise _CorruptEntry(f"missing array {name!r}")
-        array = npz[name]
-        if array.dtype != np.dtype(dtype) or array.ndim != len(dims):
-            raise _CorruptEntry(f"{name!r} is {array.dtype} {array.shape}")
-        arrays[name] = array
-    names = _read_meta(arrays["meta"], key)
-    size = {"d": arrays["initial_coef"].shape[0], "R": arrays["round"].shape[0]}
-    size |= {"C": arrays["client_intercept"].shape[1], "M": len(names)}
-    for name, (_, dims) in _LAYOUT.items():
-        expected = tuple(size[s] for s in dims if s != "n")
-        if name != "meta" and arrays[name].shape != expected:
-            raise _CorruptEntry(f"{name!r} has shape {arrays[name].shape}, expected {expected}")
+    if "meta" not in npz.files:
+        raise _CorruptEntry("missing array 'meta'")
+    meta = npz["meta"]
+    if meta.dtype != np.uint8 or meta.ndim != 1:
+        raise _CorruptEntry(f"'meta' is {meta.dtype} {meta.shape}")
+    names, shapes = _read_meta(meta, key)
+    if "round" not in npz.files or npz["round"].ndim != 1:
+        raise _CorruptEntry("missing or malformed array 'round'")
+    n_rounds = int(npz["round"].shape[0])
+    if "client_num_examples" not in npz.files or npz["client_num_examples"].ndim != 2:
+        raise _CorruptEntry("missing or malformed array 'client_num_examples'")
+    c = int(npz["client_num_examples"].shape[1])
+    rounds_arr = _array(npz, "round", np.int64, (n_rounds,))
+    counts = _array(npz, "client_num_examples", np.int64, (n_rounds, c))
+    metrics = _array(npz, "metrics", np.float64, (n_rounds, len(names)))
+    initial, glob, local = {}, {}, {}
+    for name, shape in shapes.items():
+        initial[name] = _array(npz, f"initial/{name}", np.float64, shape)
+        glob[name] = _array(npz, f"global/{name}", np.float64, (n_rounds, *shape))
+        local[name] = _array(npz, f"client/{name}", np.float64, (n_rounds, c, *shape))
 
-    def params(coef: NDArray[Any], intercept: Any) -> LinearParams:
-        return LinearParams(np.array(coef, dtype=np.float64, order="C"), float(intercept))
+    def params(source: dict[str, NDArray[Any]], *index: int) -> Params:
+        return {k: np.array(v[index], dtype=np.float64, order="C") for k, v in source.items()}
 
     rounds = tuple(
         RoundRecord(
-            round=int(arrays["round"][r]),
-            global_params=params(arrays["global_coef"][r], arrays["global_intercept"][r]),
-            client_params=tuple(
-                params(arrays["client_coef"][r, k], arrays["client_intercept"][r, k])
-                for k in range(size["C"])
-            ),
-            client_num_examples=tuple(int(n) for n in arrays["client_num_examples"][r]),
-            metrics={n: float(v) for n, v in zip(names, arrays["metrics"][r], strict=True)},
+            round=int(rounds_arr[r]),
+            global_params=params(glob, r),
+            client_params=tuple(params(local, r, k) for k in range(c)),
+            client_num_examples=tuple(int(x) for x in counts[r]),
+            metrics={n: float(v) for n, v in zip(names, metrics[r], strict=True)},
         )
-        for r in range(size["R"])
+        for r in range(n_rounds)
     )
-    initial = params(arrays["initial_coef"], arrays["initial_intercept"])
-    return FederationResult(initial_params=initial, rounds=rounds)
+    return FederationResult(initial_params=params(initial), rounds=rounds)
 
 
 class TrainingCache:

@@ -6,6 +6,7 @@ No Hydra here: the builder hands over typed objects.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import logging
 from collections.abc import Sequence
@@ -17,16 +18,19 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
+from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
 from fedgen.core.seeding import child_rng
 from fedgen.data import CohortSource, partition
+from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
-from fedgen.experiment.cache import TrainingCache, training_key
+from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures
+from fedgen.models import Model
 from fedgen.reporting import attack_logs
 from fedgen.reporting.report import RunRecord, dump_run_json
 from fedgen.tracking.trackers import Tracker, tracked_run
@@ -35,13 +39,44 @@ log = logging.getLogger("fedgen")
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """Everything one job needs, as typed objects."""
+class Training:
+    """What determines the trained federation: cohort source, federation, model, defenses."""
 
     seed: int
     dataset: CohortSource
     federation: FederationSettings
-    model: Any
+    model: Model
+    defenses: tuple[Defense, ...] = ()
+
+
+def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
+    """The cohort and its split across clients, from the seed's ``cohort``/``partition`` streams.
+
+    The one path from config to data, used by ``python -m fedgen`` and by the ``flwr run``
+    apps (:mod:`fedgen.flwr_app`).
+    """
+    cohort = training.dataset.load(child_rng(training.seed, "cohort"))
+    split = partition(
+        cohort.labels,
+        training.federation.num_clients,
+        training.federation.test_fraction,
+        child_rng(training.seed, "partition"),
+    )
+    return cohort, split
+
+
+def train(training: Training, cohort: Cohort, split: Split) -> FederationResult:
+    """Train the federation of ``training`` on ``cohort`` and ``split`` (no cache)."""
+    return train_federation(
+        cohort, split, training.federation, training.model, training.seed, training.defenses
+    )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything one job needs, as typed objects."""
+
+    training: Training
     tracker: Tracker
     run_name: str
     params: dict[str, str]
@@ -50,6 +85,7 @@ class Experiment:
     output_dir: Path
     attacks: tuple[Attack[Any], ...] = ()
     threshold: float = 0.5
+    objective: str = "fed/test_accuracy"
     evaluation: Evaluation | None = None
     cache: TrainingCache | None = None
     training_material: dict[str, Any] | None = None
@@ -57,24 +93,38 @@ class Experiment:
     job: str = ""
     figures: bool = True
 
+    @property
+    def seed(self) -> int:
+        return self.training.seed
+
+    @property
+    def federation(self) -> FederationSettings:
+        return self.training.federation
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a job produced: the training record and each attack's assessment."""
+    """What a job produced: the training record, each attack's assessment, final metrics."""
 
     federation: FederationResult
     assessments: tuple[Assessment, ...]
+    metrics: dict[str, float]
+
+    def objective(self, name: str) -> float:
+        """The value of the logged metric ``name`` (the job's return value for sweepers)."""
+        if name not in self.metrics:
+            close = difflib.get_close_matches(name, list(self.metrics), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"objective={name!r} is not a metric this run logged{hint} (e.g. "
+                "fed/test_accuracy, gmia/auc)"
+            )
+        return self.metrics[name]
 
 
 def run_experiment(exp: Experiment) -> Outcome:
     """Build the cohort, train (or reuse) the federation, attack it and log everything."""
-    cohort = exp.dataset.load(child_rng(exp.seed, "cohort"))
-    split = partition(
-        cohort.labels,
-        exp.federation.num_clients,
-        exp.federation.test_fraction,
-        child_rng(exp.seed, "partition"),
-    )
+    cohort, split = cohort_and_split(exp.training)
     log.info(
         "cohort %d individuals x %d SNPs, %d clients, %d rounds",
         cohort.n_individuals,
@@ -95,7 +145,7 @@ def run_experiment(exp: Experiment) -> Outcome:
             log.info("trained federation reused from the cache (%s)", key[:12])
             result = cached
         else:
-            result = train_federation(cohort, split, exp.federation, exp.model, exp.seed)
+            result = train(exp.training, cohort, split)
             if exp.cache is not None and key:
                 exp.cache.store(key, result)
         run.log_history([(r.round, r.metrics) for r in result.rounds])
@@ -105,21 +155,21 @@ def run_experiment(exp: Experiment) -> Outcome:
         assessments: tuple[Assessment, ...] = ()
         if exp.evaluation is not None:
             pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
-            arena = Arena(cohort=cohort, pool=pool, server=result, seed=exp.seed)
+            arena = Arena(cohort, pool, result, exp.seed, exp.training.model)
             assessments = _attack(exp, arena, run)
             if exp.figures:
                 _figures(exp, arena, assessments, split, run)
-        _record(exp, result, assessments, run)
+        metrics = _record(exp, result, assessments, run)
         if exp.sweep_dir is not None and assessments:
             # Last, so that the sweep's table only ever holds rows of complete jobs.
             attack_logs.append(exp.sweep_dir / "attack_logs.csv", _rows(exp, assessments))
-    return Outcome(result, assessments)
+    return Outcome(result, assessments, metrics)
 
 
 def _attack(exp: Experiment, arena: Arena, run: Tracker) -> tuple[Assessment, ...]:
     """Run every attack, log its metrics and the job's attack_logs.csv, print the table."""
     assert exp.evaluation is not None
-    done = tuple(assess(a, arena, exp.threshold, exp.evaluation.n_bootstrap) for a in exp.attacks)
+    done = tuple(assess(a, arena, exp.evaluation.n_bootstrap) for a in exp.attacks)
     run.log_metrics(_namespaced(done))
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
     if omitted:
@@ -170,13 +220,13 @@ def _figures(
     )
     sink = run.artifact_sink("figures")
     figure_pool.submit(
-        run_figures(arena, done, exp.threshold, subtitle), exp.output_dir / "figures", sink
+        run_figures(arena, exp.attacks, done, subtitle), exp.output_dir / "figures", sink
     )
 
 
 def _record(
     exp: Experiment, result: FederationResult, done: Sequence[Assessment], run: Tracker
-) -> None:
+) -> dict[str, float]:
     """``run.json``: the job's params and final metrics, read by the sweep summary."""
     metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
     metrics.update(_namespaced(done))
@@ -187,12 +237,19 @@ def _record(
         metrics=metrics,
     )
     atomic_write_text(exp.output_dir / "run.json", dump_run_json(record))
+    return metrics
 
 
 def _cache_key(exp: Experiment, cohort: Cohort, split: Split) -> str:
     if exp.cache is None or exp.training_material is None:
         return ""
-    material = {**exp.training_material, "seed": exp.seed, "fedgen": fedgen.__version__}
+    material = {
+        **exp.training_material,
+        "seed": exp.seed,
+        "fedgen": fedgen.__version__,
+        "code": code_digest(),
+        "libraries": library_versions(),
+    }
     arrays: list[NDArray[Any]] = [cohort.genotypes, cohort.labels]
     for c in split.clients:
         arrays += [c.train, c.test]

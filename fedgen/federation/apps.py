@@ -2,66 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
-from fedgen.core.records import LinearParams
+from fedgen.core.records import Params
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.data import ClientData
-from fedgen.models.linear import fit_local, loss_and_accuracy
+from fedgen.federation.recorder import NUM_EXAMPLES, PARTITION_ID, scalar
+from fedgen.models import Model, loss_and_accuracy
 
-PARTITION_ID = "partition-id"
-NUM_EXAMPLES = "num-examples"
 LOCAL_EPOCHS = "local-epochs"
 _STATE_KEY = "fedgen-optimizer"
 
 
-def scalar(value: object) -> float:
-    """A number from a Flower record (whose values may also be lists or strings)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number in the Flower record, got {value!r}")
-    return float(value)
-
-
-def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[int]) -> ClientApp:
+def make_client_app(
+    data: Sequence[ClientData],
+    model: Model,
+    seeds: Sequence[int],
+    mods: Sequence[Any] = (),
+) -> ClientApp:
     """Build the ClientApp: node ``partition-id`` trains and evaluates on ``data[partition-id]``.
 
     Parameters
     ----------
     data : sequence of ClientData
         Each client's rows, by partition id.
-    template : scikit-learn linear classifier
-        Cloned for every local fit.
+    model : Model
+        Trains locally from the global parameters and evaluates them.
     seeds : sequence of int
-        Each client's ``random_state``, by partition id.
+        Each client's training seed, by partition id.
+    mods : sequence of Flower mods
+        Client-side mods around ``train`` (defenses), outermost first: they change what the
+        client sends, so the server only ever receives their output.
     """
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
         pid = int(scalar(context.node_config[PARTITION_ID]))
         rows = data[pid]
         params = from_record(msg.content.array_records["arrays"])
         epochs = int(scalar(msg.content.config_records["config"][LOCAL_EPOCHS]))
-        kept = context.state.metric_records.get(_STATE_KEY)
-        step_count = scalar(kept["t"]) if kept is not None else None
-        new, step_count = fit_local(
-            template,
+        kept = context.state.array_records.get(_STATE_KEY)
+        new, state = model.fit(
             params,
             rows.X_train,
             rows.y_train,
             epochs=epochs,
             seed=seeds[pid],
-            step_count=step_count,
+            state=from_record(kept) if kept is not None else None,
         )
-        # The optimiser's step counter stays on the client (Flower's node state), as a real
-        # client's estimator would keep it between rounds; it is never sent to the server.
-        context.state[_STATE_KEY] = MetricRecord({"t": step_count})
+        # The optimiser's state stays on the client (Flower's node state), as a real client's
+        # estimator would keep it between rounds; it is never sent to the server.
+        context.state[_STATE_KEY] = to_record(state)
         reply = RecordDict(
             {
                 "arrays": to_record(new),
@@ -75,8 +72,8 @@ def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[i
         pid = int(scalar(context.node_config[PARTITION_ID]))
         rows = data[pid]
         params = from_record(msg.content.array_records["arrays"])
-        train_loss, train_acc = loss_and_accuracy(params, rows.X_train, rows.y_train)
-        test_loss, test_acc = loss_and_accuracy(params, rows.X_test, rows.y_test)
+        train_loss, train_acc = loss_and_accuracy(model, params, rows.X_train, rows.y_train)
+        test_loss, test_acc = loss_and_accuracy(model, params, rows.X_test, rows.y_test)
         metrics = MetricRecord(
             {
                 NUM_EXAMPLES: rows.n_test,
@@ -94,15 +91,23 @@ def make_client_app(data: Sequence[ClientData], template: Any, seeds: Sequence[i
 
 
 def make_server_app(
-    strategy: FedAvg, initial: LinearParams, num_rounds: int, local_epochs: int
+    strategy: Any,
+    initial: Params,
+    num_rounds: int,
+    local_epochs: int,
+    record: Callable[[Grid], Grid],
 ) -> ServerApp:
-    """Build the ServerApp that runs ``strategy`` for ``num_rounds`` from ``initial``."""
+    """Build the ServerApp that runs ``strategy`` for ``num_rounds`` from ``initial``.
+
+    ``record`` wraps the Grid the backend provides (the recorder), so that everything the
+    strategy and its wrappers send and receive crosses it.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         strategy.start(
-            grid=grid,
+            grid=record(grid),
             initial_arrays=to_record(initial),
             num_rounds=num_rounds,
             train_config=ConfigRecord({LOCAL_EPOCHS: local_epochs}),

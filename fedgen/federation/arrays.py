@@ -1,23 +1,18 @@
-"""Conversion between LinearParams and Flower's ArrayRecord (keys ``coef`` and ``intercept``)."""
+"""Conversion between a model's named parameter arrays and Flower's ArrayRecord."""
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedgen.core.records import LinearParams
+from fedgen.core.records import Params
 
 
-def to_record(params: LinearParams) -> ArrayRecord:
-    """Pack parameters for a Flower message."""
+def to_record(params: Params) -> ArrayRecord:
+    """Pack parameters (name -> float64 array) for a Flower message, in their order."""
     return ArrayRecord(
-        {
-            "coef": Array(np.ascontiguousarray(params.coef, dtype=np.float64)),
-            "intercept": Array(np.array([params.intercept], dtype=np.float64)),
-        }
+        {name: Array(np.ascontiguousarray(a, dtype=np.float64)) for name, a in params.items()}
     )
 
 
-def from_record(record: ArrayRecord) -> LinearParams:
-    """Unpack parameters from a Flower message."""
-    coef = np.asarray(record["coef"].numpy(), dtype=np.float64).copy()
-    intercept = float(record["intercept"].numpy()[0])
-    return LinearParams(coef=coef, intercept=intercept)
+def from_record(record: ArrayRecord) -> Params:
+    """Unpack parameters from a Flower message (float64 copies, in the record's order)."""
+    return {name: np.asarray(a.numpy(), dtype=np.float64).copy() for name, a in record.items()}

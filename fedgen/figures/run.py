@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from fedgen.attacks import Arena, GradientNormMIA
-from fedgen.attacks.views import membership_view
+from fedgen.attacks import Arena, Attack, GradientNormMIA
 from fedgen.core.seeding import child_rng
 from fedgen.evaluation.assess import Assessment
 from fedgen.figures.pool import FigureTask as Task
@@ -16,21 +16,32 @@ POOLED = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_acc
 
 
 def run_figures(
-    arena: Arena, assessments: Sequence[Assessment], threshold: float, subtitle: str
+    arena: Arena,
+    attacks: Sequence[Attack[Any]],
+    assessments: Sequence[Assessment],
+    subtitle: str,
 ) -> list[Task]:
     """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC),
     the cohort (PCA, top SNP correlations) and training (per-round curves).
 
-    ``subtitle`` names the experiment; figures that show the threshold add it. Figures that do
-    not depend on the threshold are then identical across a threshold sweep, and the figure
-    pool draws them once.
+    Leakage figures follow the attacks that ran, with their own options and thresholds
+    (``assessments[i]`` is ``attacks[i]``'s): the gradient-norm histogram is G-MIA's scores as
+    that attack computed them, drawn only if it ran. ``subtitle`` names the experiment;
+    figures that show a threshold add it. Figures that do not depend on a threshold are then
+    identical across a threshold sweep, and the figure pool draws them once.
     """
-    at_threshold = f"{subtitle}, t={threshold:g}"
-    cohort, pool = arena.cohort, arena.pool
-    # The histogram shows G-MIA's statistic whichever attacks ran: it is cheap to compute.
-    norms = GradientNormMIA().run(membership_view(arena).view).scores
+    thresholds = ", ".join(f"{a.name} t={a.threshold:g}" for a in assessments)
+    at_threshold = f"{subtitle}, {thresholds}" if thresholds else subtitle
+    cohort = arena.cohort
     figures = [
-        Task("gradient_norm_histogram", (norms, pool.is_member, threshold, at_threshold)),
+        Task(
+            "gradient_norm_histogram",
+            (a.result.scores, a.truth, a.threshold, f"{subtitle}, t={a.threshold:g}"),
+        )
+        for attack, a in zip(attacks, assessments, strict=True)
+        if isinstance(attack, GradientNormMIA)
+    ][:1]
+    figures += [
         Task(
             "snp_pca",
             (cohort.genotypes, cohort.labels, subtitle, child_rng(arena.seed, "figures/pca")),
@@ -56,7 +67,7 @@ def run_figures(
         return figures
     points = {}
     for a in assessments:
-        called = a.result.predict(threshold)
+        called = a.result.predict(a.threshold)
         points[a.name] = (float(np.mean(called[~a.truth])), float(np.mean(called[a.truth])))
     figures.append(
         Task(
@@ -76,8 +87,8 @@ def run_figures(
                 a.result.scores,
                 a.truth,
                 a.result.higher_is_positive,
-                threshold,
-                at_threshold,
+                a.threshold,
+                f"{subtitle}, t={a.threshold:g}",
             ),
         )
         for a in assessments

@@ -1,4 +1,4 @@
-"""Binary linear models as plain arrays: local training, logits, loss and accuracy."""
+"""Logistic regression by scikit-learn's SGD (the study's model) behind the Model interface."""
 
 from __future__ import annotations
 
@@ -6,86 +6,94 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.base import clone
+from scipy.special import expit
+from sklearn.linear_model import SGDClassifier
 
 from fedgen.core.errors import ConfigError
-from fedgen.core.records import LinearParams
+from fedgen.models.base import Params
 
 CLASSES = np.array([0, 1])
 
 
-def zeros(n_features: int) -> LinearParams:
-    """The starting point of FedAvg (and of a fresh ``partial_fit``): all-zero parameters."""
-    return LinearParams(coef=np.zeros(n_features), intercept=0.0)
+class SGDLogistic:
+    """Binary logistic regression, ``SGDClassifier(loss="log_loss")`` continued by ``partial_fit``.
 
+    Parameters are ``coef`` float64 (p,) and ``intercept`` float64 (1,), both zero at the start
+    (as a fresh ``partial_fit`` would begin). The client keeps scikit-learn's step counter
+    ``t_`` between rounds (state ``t``), so the learning-rate schedule continues.
 
-def check_template(template: Any) -> None:
-    """Fail early, naming the fix, if the configured model cannot be federated as a linear model."""
-    if not (hasattr(template, "partial_fit") and hasattr(template, "decision_function")):
-        raise ConfigError(
-            f"model {type(template).__name__} has no partial_fit/decision_function; choose a "
-            "scikit-learn linear classifier trained incrementally (SGDClassifier, Perceptron, ...)"
-        )
-    if getattr(template, "average", False):
-        raise ConfigError(
-            "model.average must be false: averaged SGD keeps state FedAvg cannot share"
-        )
-
-
-def fit_local(
-    template: Any,
-    params: LinearParams,
-    X: NDArray[np.floating],
-    y: NDArray[np.integer],
-    *,
-    epochs: int,
-    seed: int,
-    step_count: float | None,
-) -> tuple[LinearParams, float]:
-    """Continue training ``params`` on one client's rows with ``partial_fit``.
-
-    Parameters
-    ----------
-    template : scikit-learn estimator
-        Unfitted model; cloned, never modified.
-    params : LinearParams
-        Starting parameters (the global model of this round).
-    X : ndarray of float, shape (n, p)
-    y : ndarray of int, shape (n,)
-    epochs : int
-        Passes over all of ``X`` (one ``partial_fit`` call each).
-    seed : int
-        ``random_state`` of the clone (the client's own stream).
-    step_count : float or None
-        The optimiser's step counter ``t_`` left by this client's previous round, so the
-        learning-rate schedule continues; None on the client's first round.
-
-    Returns
-    -------
-    (LinearParams, float)
-        The new parameters and the step counter to keep for the next round.
+    Every keyword argument is passed to ``SGDClassifier`` (``alpha``, ``learning_rate``,
+    ``eta0``, ...) and checked by scikit-learn's own parameter validation when the model is
+    built. The loss must stay ``log_loss``: the attacks use the log loss's gradients.
     """
-    model = clone(template).set_params(random_state=seed)
-    model.coef_ = params.coef.reshape(1, -1).copy()
-    model.intercept_ = np.array([params.intercept])
-    if step_count is not None:
-        model.t_ = step_count
-    for _ in range(epochs):
-        model.partial_fit(X, y, classes=CLASSES)
-    new = LinearParams(coef=model.coef_.ravel().copy(), intercept=float(model.intercept_[0]))
-    return new, float(model.t_)
+
+    linear = True
+
+    def __init__(self, name: str = "sgd_logistic", **sgd: Any) -> None:
+        loss = sgd.setdefault("loss", "log_loss")
+        if loss != "log_loss":
+            raise ConfigError(
+                f"model.loss={loss!r} is not supported: the attacks and the per-sample gradients "
+                "assume the logistic loss; use model.loss=log_loss"
+            )
+        for key in ("average", "warm_start", "early_stopping"):
+            if sgd.get(key):
+                raise ConfigError(f"model.{key} must be false: FedAvg cannot share its state")
+        if "random_state" in sgd:
+            raise ConfigError("model.random_state is set by fedgen from `seed`; remove it")
+        self.name = name
+        self.sgd = sgd
+        template = SGDClassifier(**sgd)
+        try:
+            template._validate_params()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid model setting: {exc}") from None
+        self._template = template
+
+    def init_params(self, n_features: int, seed: int) -> Params:
+        """All-zero ``coef`` (p,) and ``intercept`` (1,)."""
+        return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}
+
+    def fit(
+        self,
+        params: Params,
+        X: NDArray[np.float64],
+        y: NDArray[np.int8],
+        *,
+        epochs: int,
+        seed: int,
+        state: Params | None,
+    ) -> tuple[Params, Params]:
+        """``epochs`` calls of ``partial_fit`` from ``params``; state ``t`` is the step counter."""
+        model = SGDClassifier(**self.sgd).set_params(random_state=seed)
+        model.coef_ = np.asarray(params["coef"], np.float64).reshape(1, -1).copy()
+        model.intercept_ = np.array([float(params["intercept"][0])])
+        if state is not None:
+            model.t_ = float(state["t"][0])
+        for _ in range(epochs):
+            model.partial_fit(X, y, classes=CLASSES)
+        new = {"coef": model.coef_.ravel().copy(), "intercept": np.array([model.intercept_[0]])}
+        return new, {"t": np.array([float(model.t_)])}
+
+    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``X @ coef + intercept``, float64 (n,)."""
+        return np.asarray(X @ params["coef"] + params["intercept"][0], dtype=np.float64)
+
+    def per_sample_gradients(
+        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
+    ) -> NDArray[np.float64]:
+        """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
+        r = np.asarray(expit(self.decision_function(params, X)) - y, dtype=np.float64)
+        out = np.empty((X.shape[0], X.shape[1] + 1))
+        np.multiply(X, r[:, None], out=out[:, :-1])
+        out[:, -1] = r
+        return out
+
+    def gradient_norm_bound(self, n_features: int, max_value: float = 2.0) -> float | None:
+        """``sqrt(p max_value^2 + 1)``: ``|sigmoid(z) - y| < 1``, ``||[x, 1]||`` at most that."""
+        return float(np.sqrt(n_features * max_value**2 + 1.0))
 
 
-def logits(params: LinearParams, X: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Decision values ``X @ coef + intercept``, shape (n,)."""
-    return np.asarray(X @ params.coef + params.intercept, dtype=np.float64)
-
-
-def loss_and_accuracy(
-    params: LinearParams, X: NDArray[np.floating], y: NDArray[np.integer]
-) -> tuple[float, float]:
-    """Mean logistic loss (natural log) and accuracy at decision value 0 on rows ``X`` (n, p)."""
-    z = logits(params, X)
-    loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
-    accuracy = float(np.mean((z > 0) == (y == 1)))
-    return loss, accuracy
+def zeros(n_features: int) -> Params:
+    """All-zero linear parameters (FedAvg's start for the linear model)."""
+    return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}

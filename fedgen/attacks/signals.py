@@ -1,0 +1,82 @@
+"""Model-dependent signals the attacks read: decision values and per-sample gradient norms.
+
+Attacks are model-agnostic: they ask the model (:mod:`fedgen.models`) for decision values and
+per-sample gradients at the parameters of the model they attack, and never write a model's
+calculus themselves. Candidates are processed in row chunks so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import FederationResult, Params
+from fedgen.models import Model
+
+ModelChoice = Literal["global", "client"]
+MODEL_CHOICES = ("global", "client")
+CHUNK_ROWS = 4096
+
+
+def check_model_choice(name: str, model: str) -> ModelChoice:
+    """Validate an attack's ``model`` option (``global`` or ``client``)."""
+    if model not in MODEL_CHOICES:
+        raise ConfigError(
+            f"attack.{name}.model={model!r} is not valid; choose one of: {', '.join(MODEL_CHOICES)}"
+        )
+    return "global" if model == "global" else "client"
+
+
+def attacked_params(
+    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64]
+) -> list[tuple[Params, NDArray[np.intp]]]:
+    """The parameters each target is scored against, with the targets they apply to.
+
+    ``global`` is the aggregate after the last round, for every target; ``client`` is the
+    last local model that the target's own client returned to the server.
+
+    Returns
+    -------
+    list of (Params, ndarray of intp)
+        Parameters and the indices (into the targets) scored with them; together the index
+        arrays cover every target once.
+    """
+    if choice == "global" or not server.rounds:
+        return [(server.final_params, np.arange(clients.shape[0]))]
+    last = server.rounds[-1].client_params
+    return [(last[c], np.flatnonzero(clients == c)) for c in np.unique(clients)]
+
+
+def decision_values(
+    model: Model,
+    server: FederationResult,
+    choice: ModelChoice,
+    X: NDArray[np.float64],
+    clients: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """Each target's decision value (logit) on its attacked model: X (n, p) -> float64 (n,)."""
+    out = np.empty(X.shape[0])
+    for params, rows in attacked_params(server, choice, clients):
+        out[rows] = model.decision_function(params, X[rows])
+    return out
+
+
+def gradient_norms(
+    model: Model,
+    server: FederationResult,
+    choice: ModelChoice,
+    X: NDArray[np.float64],
+    y: NDArray[np.integer],
+    clients: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """Each target's per-sample log-loss gradient norm on its attacked model, float64 (n,)."""
+    out = np.empty(X.shape[0])
+    for params, rows in attacked_params(server, choice, clients):
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            part = rows[start : start + CHUNK_ROWS]
+            g = model.per_sample_gradients(params, X[part], y[part])
+            out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
+    return out

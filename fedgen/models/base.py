@@ -1,0 +1,112 @@
+"""The model interface: the only place that knows a model's calculus.
+
+Parameters travel as named arrays (``Params``: a dict from name to float64 array, in a fixed
+order), which is what Flower's ``ArrayRecord`` carries. Training, evaluation, the federation's
+record, the cache and the attacks see only this interface; an attack asks the model for
+decision values and per-sample gradients and never writes ``sigmoid(X @ coef + b)`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+Params = dict[str, NDArray[np.float64]]
+"""Named parameter arrays, float64, in the model's fixed order (e.g. ``coef``, ``intercept``)."""
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A binary classifier trained locally by each client and averaged by FedAvg.
+
+    Attributes
+    ----------
+    name : str
+        Short name for logs and errors (``sgd_logistic``, ``mlp``).
+    linear : bool
+        True if the decision value is ``x . coef + intercept`` with ``Params`` keys ``coef``
+        (p,) and ``intercept`` (1,); attacks that rely on that say so when it is False.
+    """
+
+    name: str
+    linear: bool
+
+    def init_params(self, n_features: int, seed: int) -> Params:
+        """The parameters FedAvg starts from (drawn from ``seed`` where they are random)."""
+        ...
+
+    def fit(
+        self,
+        params: Params,
+        X: NDArray[np.float64],
+        y: NDArray[np.int8],
+        *,
+        epochs: int,
+        seed: int,
+        state: Params | None,
+    ) -> tuple[Params, Params]:
+        """Continue training ``params`` on one client's rows.
+
+        Parameters
+        ----------
+        params : Params
+            Starting parameters (this round's global model).
+        X : ndarray of float64, shape (n, p)
+        y : ndarray of int8, shape (n,), values 0/1
+        epochs : int
+            Passes over all rows.
+        seed : int
+            The client's own seed (its stream of the experiment's seed).
+        state : Params or None
+            The optimiser state this client kept from its previous round; None on its first.
+
+        Returns
+        -------
+        (Params, Params)
+            The new parameters (sent to the server) and the optimiser state the client keeps
+            (never sent).
+        """
+        ...
+
+    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The logit of P(y = 1) for each row: X (n, p) -> float64 (n,)."""
+        ...
+
+    def per_sample_gradients(
+        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
+    ) -> NDArray[np.float64]:
+        """Each row's log-loss gradient with respect to every parameter, flattened.
+
+        Returns
+        -------
+        ndarray of float64, shape (n, d)
+            Row i is the gradient of ``log_loss(y_i, sigmoid(f(x_i)))``; columns follow
+            :func:`flatten`'s order of ``params`` (each array raveled in C order).
+        """
+        ...
+
+    def gradient_norm_bound(self, n_features: int, max_value: float) -> float | None:
+        """The largest per-record gradient norm for features in [0, max_value], or None."""
+        ...
+
+
+def flatten(params: Params) -> NDArray[np.float64]:
+    """All parameters in one float64 vector (d,), in ``params``' order, each raveled."""
+    return np.concatenate([np.ravel(a) for a in params.values()]).astype(np.float64, copy=False)
+
+
+def num_parameters(params: Params) -> int:
+    """Total number of scalars in ``params``."""
+    return int(sum(np.size(a) for a in params.values()))
+
+
+def loss_and_accuracy(
+    model: Model, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
+) -> tuple[float, float]:
+    """Mean log loss (natural log) and accuracy at decision value 0 on rows ``X`` (n, p)."""
+    z = model.decision_function(params, X)
+    loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
+    accuracy = float(np.mean((z > 0) == (y == 1)))
+    return loss, accuracy
