@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,24 @@ def test_objective_must_name_a_metric_of_the_run(
         _experiment(compose_cfg("objective=lrt/auc", "tracking=none"), tmp_path)
     exp = _experiment(compose_cfg("objective=gmia/auc", "tracking=none"), tmp_path)
     assert exp.objective == "gmia/auc"
+
+
+@pytest.mark.slow
+# Ray leaves the Popen handles of its helper processes to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_mlp_federation_is_bit_identical_on_both_backends(tiny_cohort: Cohort) -> None:
+    from fedgen.federation.runners import RayRunner
+    from fedgen.models import MLP
+
+    split = make_split(tiny_cohort, 3)
+    model = MLP(hidden_units=4)
+    inproc = train_federation(tiny_cohort, split, settings(3, 2), model, 11)
+    ray = train_federation(tiny_cohort, split, settings(3, 2, backend=RayRunner()), model, 11)
+    for a, b in zip(inproc.rounds, ray.rounds, strict=True):
+        assert a.metrics == b.metrics
+        for k in a.global_params:
+            np.testing.assert_array_equal(a.global_params[k], b.global_params[k])
+    # Hidden units start from the seed, not zeros, and all layers are averaged.
+    assert np.abs(inproc.initial_params["W1"]).max() > 0
+    assert not np.array_equal(inproc.final_params["W1"], inproc.initial_params["W1"])
+    gc.collect()  # Ray's leaked handles, under this test's filter
