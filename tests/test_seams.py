@@ -18,7 +18,7 @@ from fedgen.attacks.views import membership_view
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import Cohort, FederationResult, Params
 from fedgen.core.seeding import child_rng
-from fedgen.defenses import defense_rng
+from fedgen.defenses import BaseDefense, defense_rng
 from fedgen.evaluation.assess import assess
 from fedgen.evaluation.pools import PaperPool
 from fedgen.experiment import build, cache
@@ -30,14 +30,15 @@ from fedgen.models import SGDLogistic
 from tests.conftest import make_split, settings
 
 
-class ScaleUpdates:
+class ScaleUpdates(BaseDefense):
     """Test-only defense: each client sends ``global + factor * update`` (+ optional noise).
 
     The noise is drawn from the defense's named stream of the seed, as every real defense must.
     """
 
     def __init__(self, name: str = "scale", factor: float = 0.5, noise: float = 0.0) -> None:
-        self.name, self.factor, self.noise = name, factor, noise
+        super().__init__(name)
+        self.factor, self.noise = factor, noise
 
     def client_mods(self, seed: int) -> Sequence[Any]:
         def mod(msg: Message, context: Context, call_next: Callable[..., Message]) -> Message:
@@ -55,9 +56,6 @@ class ScaleUpdates:
             return reply
 
         return [mod]
-
-    def wrap_strategy(self, strategy: Any, seed: int, num_clients: int) -> Any:
-        return strategy
 
 
 class CountingWrapper(FedAvg):
@@ -78,11 +76,9 @@ class CountingWrapper(FedAvg):
         return to_record(shifted), metrics
 
 
-class ShiftAggregate:
-    name = "shift"
-
-    def client_mods(self, seed: int) -> Sequence[Any]:
-        return []
+class ShiftAggregate(BaseDefense):
+    def __init__(self) -> None:
+        super().__init__("shift")
 
     def wrap_strategy(self, strategy: Any, seed: int, num_clients: int) -> Any:
         return CountingWrapper(strategy)

@@ -1,5 +1,11 @@
-"""Defenses: client-side Flower mods and server-side strategy wrappers (one class each)."""
+"""Defenses: client-side Flower mods, server-side strategy wrappers, model wrappers, accounting."""
 
-from fedgen.defenses.base import Defense, defense_rng
+from fedgen.defenses.base import (
+    BaseDefense,
+    Defense,
+    PrivacyAccount,
+    TrainingShape,
+    defense_rng,
+)
 
-__all__ = ["Defense", "defense_rng"]
+__all__ = ["BaseDefense", "Defense", "PrivacyAccount", "TrainingShape", "defense_rng"]

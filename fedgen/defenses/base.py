@@ -3,15 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from flwr.app import Context, Message
 
 from fedgen.core.seeding import child_rng
+from fedgen.models import Model
 
 SERVER_ROUND = "server-round"  # what Flower's strategies put in every train message's config
 PARTITION_ID = "partition-id"  # the node config key of a client's partition (its hospital)
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """What a privacy accountant needs to know about the training a defense protects.
+
+    Attributes
+    ----------
+    num_clients : int
+    num_rounds : int
+        Every client takes part in every round (no client sampling, so no amplification).
+    local_epochs : int
+    client_train_sizes : tuple of int
+        Training rows per client, by partition id.
+    """
+
+    num_clients: int
+    num_rounds: int
+    local_epochs: int
+    client_train_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PrivacyAccount:
+    """A defense's accounted (epsilon, delta)-DP guarantee and what it protects.
+
+    Attributes
+    ----------
+    epsilon, delta : float
+    unit : {"client", "record"}
+        ``client``: a whole hospital's data; ``record``: one individual.
+    accountant : str
+        How epsilon was computed (e.g. ``dp-accounting RDP``).
+    assumptions : str
+        In plain words: rounds, sampling, adjacency.
+    """
+
+    epsilon: float
+    delta: float
+    unit: str
+    accountant: str
+    assumptions: str
 
 
 @runtime_checkable
@@ -39,6 +83,39 @@ class Defense(Protocol):
     def wrap_strategy(self, strategy: Any, seed: int, num_clients: int) -> Any:
         """The server strategy with this defense around it (``strategy`` itself if none)."""
         ...
+
+    def wrap_model(self, model: Model, seed: int) -> Model:
+        """The model each client trains (``model`` itself unless the defense changes training)."""
+        ...
+
+    def account(self, shape: TrainingShape) -> PrivacyAccount | None:
+        """This defense's accounted privacy on ``shape``, or None if it makes no DP claim."""
+        ...
+
+
+class BaseDefense:
+    """No-op defaults for every hook; a defense overrides the ones it needs.
+
+    Parameters
+    ----------
+    name : str
+        The defense's key in the ``defense`` config group.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def client_mods(self, seed: int) -> Sequence[Any]:
+        return []
+
+    def wrap_strategy(self, strategy: Any, seed: int, num_clients: int) -> Any:
+        return strategy
+
+    def wrap_model(self, model: Model, seed: int) -> Model:
+        return model
+
+    def account(self, shape: TrainingShape) -> PrivacyAccount | None:
+        return None
 
 
 def defense_rng(seed: int, defense: str, msg: Message, context: Context) -> np.random.Generator:

@@ -39,6 +39,8 @@ def build_client_app(
 ) -> ClientApp:
     """The ClientApp every backend (and ``flwr run``) runs: data, model, seeds, defenses."""
     seeds = client_seeds(seed, split.num_clients)
+    for defense in defenses:
+        model = defense.wrap_model(model, seed)
     return make_client_app(client_data(cohort, split), model, seeds, client_mods(defenses, seed))
 
 
