@@ -9,8 +9,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Attack
+from fedgen.attacks.membership import MembershipAttack
 from fedgen.core.records import AttackResult
 from fedgen.core.seeding import child_rng
+from fedgen.evaluation.audit import epsilon_lower_bound
 from fedgen.evaluation.metrics import attack_metrics
 
 # Per-client leakage: the threshold metrics and the threshold-free ones, without intervals.
@@ -47,8 +49,12 @@ class Assessment:
         return self.result.name
 
 
-def assess(attack: Attack[Any], arena: Arena, n_bootstrap: int) -> Assessment:
-    """Observe, attack and measure at the attack's own threshold; the attack never sees truth."""
+def assess(attack: Attack[Any], arena: Arena, n_bootstrap: int, delta: float = 0.0) -> Assessment:
+    """Observe, attack and measure at the attack's own threshold; the attack never sees truth.
+
+    Membership attacks also get an empirical epsilon lower bound (:mod:`.audit`) for a
+    guarantee with this ``delta`` (0 when no defense claims one).
+    """
     threshold = attack.threshold
     observation = attack.observe(arena)
     result = attack.run(observation.view)
@@ -68,6 +74,9 @@ def assess(attack: Attack[Any], arena: Arena, n_bootstrap: int) -> Assessment:
                 omitted[f"client_{cid}/{key}"] = sub_omitted[key]
     for rule, calls in result.rules.items():
         metrics.update(rule_metrics(rule, calls, truth))
+    if isinstance(attack, MembershipAttack) and truth.any() and not truth.all():
+        audit_rng = child_rng(arena.seed, f"audit/{result.name}")
+        metrics.update(epsilon_lower_bound(scores, truth, audit_rng, delta=delta))
     return Assessment(result, truth, clients, threshold, metrics, omitted)
 
 
