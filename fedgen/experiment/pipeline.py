@@ -27,6 +27,7 @@ from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
 from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
+from fedgen.experiment.privacy import Privacy, account, audit_violations
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures
@@ -154,9 +155,14 @@ def run_experiment(exp: Experiment) -> Outcome:
         run.log_file(log_path, "logs")
         assessments: tuple[Assessment, ...] = ()
         if exp.evaluation is not None:
+            privacy = account(exp.training.defenses, exp.federation, split)
+            run.log_metrics(privacy.metrics())
+            if privacy.accounts:
+                run.set_tags(privacy.tags())
             pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
             arena = Arena(cohort, pool, result, exp.seed, exp.training.model)
-            assessments = _attack(exp, arena, run)
+            assessments = _attack(exp, arena, run, privacy.delta)
+            _check_audit(privacy, assessments, run)
             if exp.figures:
                 _figures(exp, arena, assessments, split, run)
         metrics = _record(exp, result, assessments, run)
@@ -166,10 +172,30 @@ def run_experiment(exp: Experiment) -> Outcome:
     return Outcome(result, assessments, metrics)
 
 
-def _attack(exp: Experiment, arena: Arena, run: Tracker) -> tuple[Assessment, ...]:
+def _check_audit(privacy: Privacy, done: Sequence[Assessment], run: Tracker) -> None:
+    """Flag (tag and error line) an empirical epsilon bound above the accounted epsilon."""
+    bounds = {
+        a.name: a.metrics["epsilon_lower_bound"] for a in done if "epsilon_lower_bound" in a.metrics
+    }
+    violations = audit_violations(privacy, bounds)
+    for name, bound in violations.items():
+        log.error(
+            "%s's empirical epsilon lower bound %.3f exceeds the accounted record-level epsilon "
+            "%.3f: a bug in fedgen's defenses or accounting, please report it",
+            name,
+            bound,
+            privacy.record_epsilon,
+        )
+    if violations:
+        run.set_tags({"fedgen.audit_violation": ",".join(sorted(violations))})
+
+
+def _attack(
+    exp: Experiment, arena: Arena, run: Tracker, delta: float = 0.0
+) -> tuple[Assessment, ...]:
     """Run every attack, log its metrics and the job's attack_logs.csv, print the table."""
     assert exp.evaluation is not None
-    done = tuple(assess(a, arena, exp.evaluation.n_bootstrap) for a in exp.attacks)
+    done = tuple(assess(a, arena, exp.evaluation.n_bootstrap, delta) for a in exp.attacks)
     run.log_metrics(_namespaced(done))
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
     if omitted:
