@@ -283,7 +283,9 @@ def write_summary(
 ) -> list[Path]:
     """Write summary.csv, summary.md, radar.png, metrics_vs_<param>.png and report.html.
 
-    Every file is written atomically. Returns the paths written, in that order.
+    A sweep over defenses also gets frontier.csv and privacy_utility_frontier.png
+    (:mod:`fedgen.reporting.frontier`). Every file is written atomically. Returns the paths
+    written.
 
     Raises
     ------
@@ -303,6 +305,12 @@ def write_summary(
     paths = [directory / "summary.csv", directory / "summary.md"]
     atomic_write_text(paths[0], to_csv(table))
     atomic_write_text(paths[1], to_markdown(table))
+    from fedgen.reporting import frontier  # it builds on this module's records
+
+    if frontier.is_privacy_sweep(records):
+        plots.insert(0, frontier.frontier_plot(records, subtitle))
+        paths.append(directory / "frontier.csv")
+        atomic_write_text(paths[-1], to_csv(frontier.frontier_table(records)))
     paths += [save_png(plot, directory) for plot in plots]
     report = directory / "report.html"
     atomic_write_text(report, html_report(title, table, plots, notes))
