@@ -61,26 +61,26 @@ def interleaved(repeats: int, *commands: Sequence[str], cwd: Path) -> list[list[
 
 def training_timer(backend: str) -> Callable[[], float]:
     """A function that trains the default federation once on ``backend`` and returns its time."""
-    from sklearn.linear_model import SGDClassifier
+    from flwr.serverapp.strategy import FedAvg
 
     from fedgen.core.logs import quiet_third_party
     from fedgen.core.seeding import child_rng
     from fedgen.data import SyntheticCohort, partition
     from fedgen.federation import FederationSettings, train_federation
     from fedgen.federation.runners import InProcessRunner, RayRunner
-    from fedgen.federation.strategy import RecordingFedAvg
+    from fedgen.models import SGDLogistic
 
     quiet_third_party()
     cohort = SyntheticCohort().load(child_rng(42, "cohort"))
     split = partition(cohort.labels, 5, 0.2, child_rng(42, "partition"))
     settings = FederationSettings(
         backend=RayRunner() if backend == "ray" else InProcessRunner(),
-        strategy=functools.partial(RecordingFedAvg, fraction_train=1.0, fraction_evaluate=1.0),
+        strategy=functools.partial(FedAvg, fraction_train=1.0, fraction_evaluate=1.0),
     )
 
     def once() -> float:
         start = time.perf_counter()
-        result = train_federation(cohort, split, settings, SGDClassifier(loss="log_loss"), 42)
+        result = train_federation(cohort, split, settings, SGDLogistic(), 42)
         elapsed = time.perf_counter() - start
         assert len(result.rounds) == settings.num_rounds
         return elapsed

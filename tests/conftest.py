@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from flwr.serverapp.strategy import FedAvg
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -15,7 +17,6 @@ from fedgen.data import SyntheticCohort, partition
 from fedgen.federation import FederationSettings
 from fedgen.federation.runners import InProcessRunner
 from fedgen.federation.settings import Runner
-from fedgen.federation.strategy import RecordingFedAvg
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +29,16 @@ def make_split(cohort: Cohort, num_clients: int, seed: int = 0) -> Split:
 
 
 def settings(
-    num_clients: int, num_rounds: int, local_epochs: int = 1, backend: Runner | None = None
+    num_clients: int,
+    num_rounds: int,
+    local_epochs: int = 1,
+    backend: Runner | None = None,
+    strategy: Callable[..., Any] | None = None,
 ) -> FederationSettings:
+    """Federation settings as the default config builds them (Flower's FedAvg, every client)."""
     return FederationSettings(
         backend=backend or InProcessRunner(),
-        strategy=functools.partial(RecordingFedAvg, fraction_train=1.0, fraction_evaluate=1.0),
+        strategy=strategy or functools.partial(FedAvg, fraction_train=1.0, fraction_evaluate=1.0),
         num_clients=num_clients,
         num_rounds=num_rounds,
         local_epochs=local_epochs,

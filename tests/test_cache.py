@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -18,15 +19,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from fedgen.core.records import FederationResult, LinearParams, RoundRecord
-from fedgen.experiment.cache import TrainingCache, default_cache_dir, training_key
+import fedgen
+from fedgen.core.records import FederationResult, Params, RoundRecord
+from fedgen.experiment.cache import (
+    FORMAT_VERSION,
+    TrainingCache,
+    code_digest,
+    default_cache_dir,
+    library_versions,
+    training_key,
+)
+from fedgen.models import MLP
 
 KEY = "a" * 64
 OTHER_KEY = "b" * 64
 
 
-def _params(coef: list[float], intercept: float) -> LinearParams:
-    return LinearParams(coef=np.array(coef, dtype=np.float64), intercept=intercept)
+def _params(coef: list[float], intercept: float) -> Params:
+    """The linear model's parameters: coef (p,) and intercept (1,)."""
+    return {
+        "coef": np.array(coef, dtype=np.float64),
+        "intercept": np.array([intercept], dtype=np.float64),
+    }
 
 
 def make_result(n_rounds: int = 3, n_clients: int = 2, d: int = 4) -> FederationResult:
@@ -50,13 +64,17 @@ def _bits(x: float) -> bytes:
     return struct.pack("<d", x)
 
 
-def assert_params_identical(got: LinearParams, want: LinearParams) -> None:
-    assert got.coef.dtype == np.float64
-    assert got.coef.flags.c_contiguous
-    assert got.coef.shape == want.coef.shape
-    assert got.coef.tobytes() == np.asarray(want.coef, dtype=np.float64).tobytes()
-    assert type(got.intercept) is float
-    assert _bits(got.intercept) == _bits(want.intercept)
+def assert_params_identical(got: Params, want: Params) -> None:
+    """Same names in the same order; each a C-contiguous float64 array with the same bits."""
+    assert isinstance(got, dict)
+    assert list(got) == list(want)
+    for name, w in want.items():
+        g = got[name]
+        assert isinstance(g, np.ndarray), name
+        assert g.dtype == np.float64, name
+        assert g.flags.c_contiguous, name
+        assert g.shape == np.shape(w), name
+        assert g.tobytes() == np.asarray(w, dtype=np.float64).tobytes(), name
 
 
 def assert_identical(got: FederationResult | None, want: FederationResult) -> None:
@@ -94,6 +112,29 @@ def test_round_trip(tmp_path: Path, n_rounds: int, n_clients: int, d: int) -> No
     assert_identical(cache.load(KEY), result)
 
 
+def test_round_trip_of_another_models_arrays(tmp_path: Path) -> None:
+    # The cache stores any model's named arrays, in the model's order: here the MLP's.
+    model = MLP(hidden_units=3)
+    rng = np.random.default_rng(4)
+
+    def params() -> Params:
+        return {k: v + rng.normal(size=v.shape) for k, v in model.init_params(5, 0).items()}
+
+    result = FederationResult(
+        initial_params=model.init_params(5, 0),
+        rounds=tuple(
+            RoundRecord(r, params(), (params(), params()), (7, 9), {"fed/test_loss": 0.5 / r})
+            for r in (1, 2)
+        ),
+    )
+    assert list(result.initial_params) == ["W1", "b1", "W2", "b2"]
+    cache = TrainingCache(tmp_path)
+    cache.store(KEY, result)
+    assert_identical(cache.load(KEY), result)
+    with np.load(cache.path(KEY), allow_pickle=False) as npz:
+        assert npz["client/W1"].shape == (2, 2, 5, 3) and npz["global/b2"].shape == (2, 1)
+
+
 floats = st.floats(width=64, allow_nan=True, allow_infinity=True) | st.sampled_from(
     [-0.0, 0.0, 1e308, -1e308, 5e-324, -5e-324]
 )
@@ -101,13 +142,29 @@ floats = st.floats(width=64, allow_nan=True, allow_infinity=True) | st.sampled_f
 
 @st.composite
 def federation_results(draw: st.DrawFn) -> FederationResult:
+    """Any model's parameters: named float64 arrays of any shape (scalars and empty too)."""
     n_rounds = draw(st.integers(0, 3))
     n_clients = draw(st.integers(0, 3))
-    d = draw(st.integers(0, 4))
     names = draw(st.lists(st.text(max_size=8), unique=True, max_size=3))
+    layout = draw(
+        st.lists(
+            st.tuples(
+                st.text("abcXYZ_019", min_size=1, max_size=6),
+                st.lists(st.integers(0, 3), max_size=3).map(tuple),
+            ),
+            min_size=1,
+            max_size=4,
+            unique_by=lambda entry: entry[0],
+        )
+    )
 
-    def params() -> LinearParams:
-        return _params(draw(st.lists(floats, min_size=d, max_size=d)), draw(floats))
+    def params() -> Params:
+        out: Params = {}
+        for name, shape in layout:
+            size = int(np.prod(shape))
+            values = draw(st.lists(floats, min_size=size, max_size=size))
+            out[name] = np.array(values, dtype=np.float64).reshape(shape)
+        return out
 
     initial = params()
     rounds = tuple(
@@ -230,6 +287,41 @@ def test_key_changes_with_any_array_change(arrays: list[NDArray[Any]]) -> None:
     assert training_key(MATERIAL, arrays) != training_key(MATERIAL, _arrays())
 
 
+def test_code_digest_covers_every_source_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uncached = code_digest.__wrapped__  # code_digest is computed once per process
+    assert code_digest() == code_digest()
+    digest = uncached()
+    assert len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest)
+    copy = tmp_path / "fedgen"
+    shutil.copytree(Path(fedgen.__file__).resolve().parent, copy, symlinks=True)
+    monkeypatch.setattr(fedgen, "__file__", str(copy / "__init__.py"))
+    assert uncached() == digest  # the same files give the same digest, wherever they are
+    seen = {digest}
+    model = copy / "models" / "linear.py"
+    model.write_text(model.read_text() + "\n")  # one byte more in one file
+    seen.add(uncached())
+    (copy / "models" / "other.py").write_text("")  # a new, empty module
+    seen.add(uncached())
+    (copy / "models" / "other.py").rename(copy / "models" / "renamed.py")
+    seen.add(uncached())
+    assert len(seen) == 4
+
+
+def test_library_versions_are_the_installed_ones() -> None:
+    import flwr
+    import scipy
+    import sklearn
+
+    assert library_versions() == {
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "scipy": scipy.__version__,
+        "flwr": flwr.__version__,
+    }
+
+
 # --- misses and corrupt entries ---------------------------------------------------------------
 
 
@@ -265,6 +357,17 @@ def _meta(text: bytes) -> Callable[[Path], object]:
     return lambda path: _rewrite(path, lambda a: a.update(meta=np.frombuffer(text, np.uint8)))
 
 
+def _edit_meta(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], object]:
+    """The entry's own meta JSON with one thing changed (everything else still valid)."""
+
+    def edit(arrays: dict[str, Any]) -> None:
+        meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+        change(meta)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+
+    return lambda path: _rewrite(path, edit)
+
+
 def _garbled_compressed(path: Path) -> None:
     with np.load(path, allow_pickle=False) as npz:
         arrays: dict[str, Any] = {name: npz[name] for name in npz.files}
@@ -284,29 +387,49 @@ CORRUPTIONS: dict[str, Callable[[Path], object]] = {
     "random_bytes": lambda p: p.write_bytes(np.random.default_rng(2).bytes(4096)),
     "pickle_magic": lambda p: p.write_bytes(b"\x80\x04K\x01."),
     "plain_npy": lambda p: p.write_bytes(_npy_bytes(np.zeros(3))),
-    "missing_array": lambda p: _rewrite(p, lambda a: a.pop("client_coef")),
+    "missing_array": lambda p: _rewrite(p, lambda a: a.pop("client/coef")),
     "missing_meta": lambda p: _rewrite(p, lambda a: a.pop("meta")),
     "object_array": _object_array,
     "wrong_dtype": lambda p: _rewrite(p, lambda a: a.update(metrics=a["metrics"].astype("f4"))),
     "big_endian": lambda p: _rewrite(p, lambda a: a.update(round=a["round"].astype(">i8"))),
-    "wrong_shape": lambda p: _rewrite(p, lambda a: a.update(client_coef=a["client_coef"][:, :1])),
-    "wrong_ndim": lambda p: _rewrite(p, lambda a: a.update(global_intercept=a["metrics"])),
+    "wrong_shape": lambda p: _rewrite(
+        p, lambda a: a.update({"client/coef": a["client/coef"][:, :1]})
+    ),
+    "wrong_ndim": lambda p: _rewrite(
+        p, lambda a: a.update({"global/intercept": a["global/intercept"][:, 0]})
+    ),
     "too_few_names": lambda p: _rewrite(p, lambda a: a.update(metrics=a["metrics"][:, :1])),
     "meta_not_json": _meta(b"{not json"),
     "meta_not_utf8": _meta(b"\xff\xfe"),
     "meta_not_object": _meta(b"[1, 2]"),
-    "meta_format": _meta(f'{{"format": 2, "key": "{KEY}", "metric_names": []}}'.encode()),
-    "meta_names": _meta(f'{{"format": 1, "key": "{KEY}", "metric_names": [1, 2]}}'.encode()),
-    "meta_dup_names": _meta(
-        f'{{"format": 1, "key": "{KEY}", "metric_names": ["a", "a"]}}'.encode()
-    ),
+    "meta_format": _edit_meta(lambda m: m.update(format=FORMAT_VERSION - 1)),
+    "meta_names": _edit_meta(lambda m: m.update(metric_names=[1, 2])),
+    "meta_dup_names": _edit_meta(lambda m: m.update(metric_names=["a", "a"])),
+}
+
+# The reason each warning gives, where fedgen (not numpy or zipfile) finds the damage: proof
+# that each case is caught by the check it is meant for.
+REASONS = {
+    "plain_npy": "not an npz archive",
+    "missing_array": "missing array 'client/coef'",
+    "missing_meta": "missing array 'meta'",
+    "wrong_dtype": "'metrics' is float32 (3, 2), expected (3, 2)",
+    "big_endian": "'round' is >i8 (3,), expected (3,)",
+    "wrong_shape": "'client/coef' is float64 (3, 1, 4), expected (3, 2, 4)",
+    "wrong_ndim": "'global/intercept' is float64 (3,), expected (3, 1)",
+    "too_few_names": "'metrics' is float64 (3, 1), expected (3, 2)",
+    "meta_not_object": f"meta is not a format-{FORMAT_VERSION} JSON object",
+    "meta_format": f"meta is not a format-{FORMAT_VERSION} JSON object",
+    "meta_names": "metric_names is not a list of strings",
+    "meta_dup_names": "metric_names has duplicates",
 }
 
 
-@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+@pytest.mark.parametrize("case", CORRUPTIONS)
 def test_corrupt_entry_warns_then_is_replaced(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, corrupt: Callable[[Path], object]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
+    corrupt = CORRUPTIONS[case]
     cache = TrainingCache(tmp_path)
     result = make_result()
     cache.store(KEY, result)
@@ -317,6 +440,8 @@ def test_corrupt_entry_warns_then_is_replaced(
     message = caplog.records[0].getMessage()
     assert str(cache.path(KEY)) in message and "is corrupt (" in message
     assert message.endswith("; retraining")
+    if case in REASONS:
+        assert f"is corrupt ({REASONS[case]})" in message
     assert not (tmp_path / "unpickled").exists()
     caplog.clear()
     cache.store(KEY, result)

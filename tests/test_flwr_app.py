@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -15,10 +16,11 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from fedgen import flwr_app
 from fedgen.core.errors import ConfigError
-from fedgen.core.records import FederationResult, LinearParams
+from fedgen.core.records import FederationResult, Params
 from fedgen.core.seeding import child_rng
 from fedgen.data import partition
 from fedgen.experiment.pipeline import training_log_csv
@@ -26,16 +28,24 @@ from fedgen.federation import train_federation
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.grid import InProcessGrid
 from fedgen.federation.runners import RayRunner
-from fedgen.models.linear import zeros
+from fedgen.models import SGDLogistic
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "dataset=tiny federation.num_rounds=3 seed=3"
+# The final global parameters of the default experiment (`python -m fedgen`), as
+# params_digest reports them: any change to the numbers of the default run changes it.
+DEFAULT_DIGEST = "e52281def2cd2b6f"
+
+
+def _compose(overrides: str) -> DictConfig:
+    with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides.split())
 
 
 def _pipeline_result(overrides: str) -> FederationResult:
-    """What `python -m fedgen <overrides>` trains, built as fedgen.experiment.pipeline does it."""
-    with initialize_config_module(config_module="fedgen.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides.split())
+    """What `python -m fedgen <overrides>` trains, built by hand from the composed config as
+    fedgen.experiment.pipeline does it (not through the builder that fedgen.flwr_app shares)."""
+    cfg = _compose(overrides)
     cohort = instantiate(cfg.dataset).load(child_rng(cfg.seed, "cohort"))
     federation = instantiate(cfg.federation)
     split = partition(
@@ -44,10 +54,19 @@ def _pipeline_result(overrides: str) -> FederationResult:
         federation.test_fraction,
         child_rng(cfg.seed, "partition"),
     )
+    defenses = [instantiate(node, name=name) for name, node in cfg.defense.items()]
     result: FederationResult = train_federation(
-        cohort, split, federation, instantiate(cfg.model), cfg.seed
+        cohort, split, federation, instantiate(cfg.model), cfg.seed, defenses
     )
     return result
+
+
+def _assert_params_equal(got: Params, want: Params) -> None:
+    """Same names in the same order, bit-identical float64 arrays."""
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == np.float64, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def _run_config(overrides: str, **extra: Any) -> dict[str, Any]:
@@ -90,8 +109,7 @@ def test_flwr_apps_train_the_same_parameters_as_the_pipeline(tmp_path: Path) -> 
     expected = _pipeline_result(TINY)
 
     got = from_record(context.state.array_records[flwr_app.FINAL_ARRAYS_KEY])
-    np.testing.assert_array_equal(got.coef, expected.final_params.coef)
-    assert got.intercept == expected.final_params.intercept
+    _assert_params_equal(got, expected.final_params)
     assert dict(context.state.metric_records[flwr_app.FINAL_METRICS_KEY]) == dict(
         expected.rounds[-1].metrics
     )
@@ -103,9 +121,9 @@ def test_other_overrides_reach_server_and_clients() -> None:
     overrides = "dataset=tiny federation.num_clients=3 federation.num_rounds=2 seed=11"
     context = _run_in_process(_run_config(overrides), 3)
     got = from_record(context.state.array_records[flwr_app.FINAL_ARRAYS_KEY])
-    expected = _pipeline_result(overrides).final_params
-    np.testing.assert_array_equal(got.coef, expected.coef)
-    assert got.intercept == expected.intercept
+    expected = _pipeline_result(overrides)
+    _assert_params_equal(got, expected.final_params)
+    assert len(expected.rounds) == 2 and len(expected.rounds[-1].client_params) == 3
 
 
 def test_supernode_count_must_equal_num_clients() -> None:
@@ -117,7 +135,7 @@ def test_client_rejects_a_federation_of_another_size() -> None:
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = 1
     TaskIdentity.node_id = 1
-    content = RecordDict({"arrays": to_record(zeros(20))})
+    content = RecordDict({"arrays": to_record(SGDLogistic().init_params(20, 0))})
     msg = Message(content, 1001, "evaluate", group_id="1")
     context = Context(
         run_id=1,
@@ -161,6 +179,35 @@ def test_flwr_apps_on_the_ray_simulation_engine_match_the_pipeline(
 
 
 def test_params_digest_sees_every_bit() -> None:
-    a = LinearParams(coef=np.array([0.1, 0.2]), intercept=0.0)
-    b = LinearParams(coef=np.array([0.1, np.nextafter(0.2, 1.0)]), intercept=0.0)
-    assert flwr_app.params_digest(a) != flwr_app.params_digest(b)
+    a = {"coef": np.array([0.1, 0.2]), "intercept": np.array([0.0])}
+    b = {"coef": np.array([0.1, np.nextafter(0.2, 1.0)]), "intercept": np.array([0.0])}
+    c = {"coef": np.array([0.1, 0.2]), "intercept": np.array([-0.0])}
+    digests = {flwr_app.params_digest(p) for p in (a, b, c)}
+    assert len(digests) == 3
+    # The digest is of the parameters' bytes in order: the linear model's coef, then intercept.
+    raw = np.concatenate([a["coef"], a["intercept"]]).tobytes()
+    assert flwr_app.params_digest(a) == hashlib.sha256(raw).hexdigest()[:16]
+
+
+def test_default_experiment_digest_is_unchanged() -> None:
+    # The default experiment's final parameters, bit for bit, as they were before parameters
+    # became named arrays (the digest of coef's bytes followed by the intercept's).
+    assert flwr_app.params_digest(_pipeline_result("").final_params) == DEFAULT_DIGEST
+
+
+def test_load_federation_builds_what_the_pipeline_builds() -> None:
+    loaded = flwr_app.load_federation(TINY)
+    assert isinstance(loaded, flwr_app.LoadedFederation)
+    assert isinstance(loaded.training.model, SGDLogistic)
+    assert loaded.training.seed == 3 and loaded.training.defenses == ()
+    assert loaded.training.federation.num_rounds == 3
+    assert (loaded.cohort.n_individuals, loaded.cohort.n_snps) == (300, 20)
+    cohort = instantiate(_compose(TINY).dataset).load(child_rng(3, "cohort"))
+    np.testing.assert_array_equal(loaded.cohort.genotypes, cohort.genotypes)
+    np.testing.assert_array_equal(loaded.cohort.labels, cohort.labels)
+    split = partition(cohort.labels, 5, 0.2, child_rng(3, "partition"))
+    assert loaded.split.num_clients == 5
+    for got, want in zip(loaded.split.clients, split.clients, strict=True):
+        np.testing.assert_array_equal(got.train, want.train)
+        np.testing.assert_array_equal(got.test, want.test)
+    assert flwr_app.load_federation(TINY) is loaded  # memoised per override string

@@ -12,13 +12,30 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
+from fedgen.attacks import Arena
+from fedgen.core.errors import ConfigError
+from fedgen.core.records import Params
+from fedgen.core.seeding import child_rng
+from fedgen.data import partition
 from fedgen.experiment.build import build_experiment
-from fedgen.experiment.pipeline import Outcome, run_experiment
+from fedgen.experiment.pipeline import Experiment, Outcome, run_experiment
 from fedgen.reporting import attack_logs
 from fedgen.tracking.trackers import InMemoryTracker
 
 Compose = Callable[..., DictConfig]
 TINY = ("dataset=tiny", "federation.num_rounds=2", "tracking=none", "figures=false")
+
+
+def _assert_params_equal(got: Params, want: Params) -> None:
+    """Same names in the same order, bit-identical float64 arrays."""
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def _fed_history(run: dict[str, Any]) -> dict[str, Any]:
+    """The federation's per-round metrics a run logged: name -> [(round, value), ...]."""
+    return {k: v for k, v in run["metrics"].items() if k.startswith("fed/")}
 
 
 def _run(compose_cfg: Compose, tmp_path: Path, *overrides: str) -> tuple[Outcome, dict[str, Any]]:
@@ -58,6 +75,11 @@ def test_default_job_logs_every_attack_with_stable_names(
     assert (
         run["artifacts"]["logs/attack_logs.csv"] == (tmp_path / "job/attack_logs.csv").read_bytes()
     )
+    # The job's return value for sweepers: a metric it logged, by name.
+    assert outcome.objective("fed/test_accuracy") == metrics["fed/test_accuracy"][-1][1]
+    assert outcome.objective("gmia/auc") == by_name["gmia"].metrics["auc"]
+    with pytest.raises(ConfigError, match="gmia/auc"):
+        outcome.objective("gmia/acu")
 
 
 def test_threshold_only_changes_hit_the_cache_and_seed_changes_miss(
@@ -73,19 +95,21 @@ def test_threshold_only_changes_hit_the_cache_and_seed_changes_miss(
         "miss",
         "off",
     ]
-    np.testing.assert_array_equal(
-        first.federation.final_params.coef, second.federation.final_params.coef
-    )
-    np.testing.assert_array_equal(
-        first.federation.final_params.coef, off.federation.final_params.coef
-    )
+    for other in (second, off):
+        _assert_params_equal(other.federation.final_params, first.federation.final_params)
     assert not np.array_equal(
-        first.federation.final_params.coef, third.federation.final_params.coef
+        first.federation.final_params["coef"], third.federation.final_params["coef"]
     )
-    assert (
-        run1["metrics"] == {**run1["metrics"]}
-        and run2["metrics"]["fed/test_accuracy"] == run1["metrics"]["fed/test_accuracy"]
-    )
+    # Every round's federation metrics, as the tracker got them: the same whether the
+    # federation was trained (run1), read back from the cache (run2) or trained again without
+    # it (run4), and equal to the trained record's own per-round metrics.
+    rounds = first.federation.rounds
+    assert [r.round for r in rounds] == [1, 2]
+    expected = {name: [(r.round, r.metrics[name]) for r in rounds] for name in rounds[0].metrics}
+    assert {"fed/test_accuracy", "fed/train_loss", "fed/client_4/test_loss"} <= set(expected)
+    for run in (run1, run2, run4):
+        assert _fed_history(run) == expected
+    assert _fed_history(run3) != expected
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
 
 
@@ -95,11 +119,22 @@ def test_a_corrupt_cache_entry_is_retrained(compose_cfg: Compose, tmp_path: Path
     entry.write_bytes(entry.read_bytes()[:100])
     again, run = _run(compose_cfg, tmp_path, "attack=gmia")
     assert run["tags"]["fedgen.training_cache"] == "miss"
-    np.testing.assert_array_equal(
-        first.federation.final_params.coef, again.federation.final_params.coef
-    )
+    _assert_params_equal(again.federation.final_params, first.federation.final_params)
     _, run = _run(compose_cfg, tmp_path, "attack=gmia")
     assert run["tags"]["fedgen.training_cache"] == "hit"
+
+
+def _rebuilt_arena(
+    compose_cfg: Compose, tmp_path: Path, outcome: Outcome, *overrides: str
+) -> tuple[Experiment, Arena]:
+    """The experiment of a `_run` built again, and its arena around the run's federation."""
+    cfg = compose_cfg(*TINY, *overrides)
+    exp = build_experiment(cfg, launch_dir=tmp_path, output_dir=tmp_path / "again")
+    cohort = exp.training.dataset.load(child_rng(exp.seed, "cohort"))
+    split = partition(cohort.labels, 5, 0.2, child_rng(exp.seed, "partition"))
+    assert exp.evaluation is not None
+    pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
+    return exp, Arena(cohort, pool, outcome.federation, exp.seed, exp.training.model)
 
 
 def _append_many(path: str, worker: int) -> None:
@@ -135,9 +170,6 @@ def test_appending_to_a_foreign_csv_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) -> None:
-    from fedgen.attacks import Arena
-    from fedgen.core.seeding import child_rng
-    from fedgen.data import partition
     from fedgen.figures import pool as figure_pool
     from fedgen.figures.plots import snp_label_correlations
     from fedgen.figures.run import run_figures
@@ -155,17 +187,21 @@ def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) 
         png = (tmp_path / "job" / "figures" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and run["artifacts"][f"figures/{name}.png"] == png
     # The data behind the figures, rebuilt from the same run.
-    cfg = compose_cfg(*TINY)
-    exp = build_experiment(cfg, launch_dir=tmp_path, output_dir=tmp_path / "again")
-    cohort = exp.dataset.load(child_rng(exp.seed, "cohort"))
-    split = partition(cohort.labels, 5, 0.2, child_rng(exp.seed, "partition"))
-    assert exp.evaluation is not None
-    pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
-    arena = Arena(cohort, pool, outcome.federation, exp.seed)
-    plots = {t.function: t.draw() for t in run_figures(arena, outcome.assessments, 0.5, "s")}
+    exp, arena = _rebuilt_arena(compose_cfg, tmp_path, outcome)
+    cohort, pool = arena.cohort, arena.pool
+    tasks = run_figures(arena, exp.attacks, outcome.assessments, "s")
+    plots = {t.function: t.draw() for t in tasks}
+    # The histogram is G-MIA's own scores at its own threshold.
+    gmia = next(a for a in outcome.assessments if a.name == "gmia")
     hist = plots["gradient_norm_histogram"].data
+    assert hist["threshold"] == gmia.threshold == 0.5
+    edges = hist["bin_edges"]
+    assert edges[0] == gmia.result.scores.min() and edges[-1] == gmia.result.scores.max()
     assert hist["member_counts"].sum() == pool.is_member.sum()
     assert hist["non_member_counts"].sum() == (~pool.is_member).sum()
+    np.testing.assert_array_equal(
+        hist["member_counts"], np.histogram(gmia.result.scores[gmia.truth], edges)[0]
+    )
     r = snp_label_correlations(cohort.genotypes, cohort.labels)
     top = plots["top_snp_correlations"].data
     assert list(top["names"]) == [cohort.snp_names[i] for i in np.argsort(-np.abs(r))[:10]]
@@ -176,3 +212,27 @@ def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) 
         assert np.trapezoid(curves[a.name]["tpr"], curves[a.name]["fpr"]) == pytest.approx(
             logged_auc, abs=1e-9
         )
+    # Without G-MIA there is no gradient-norm histogram; the others follow the attacks run.
+    mia = [(x, a) for x, a in zip(exp.attacks, outcome.assessments, strict=True) if x.name == "mia"]
+    names = [t.function for t in run_figures(arena, [mia[0][0]], [mia[0][1]], "s")]
+    assert "gradient_norm_histogram" not in names
+    assert names.count("threshold_curves") == 1 and "roc_curves" in names
+
+
+def test_each_attack_runs_at_its_own_threshold(compose_cfg: Compose, tmp_path: Path) -> None:
+    outcome, run = _run(compose_cfg, tmp_path, "attack.gmia.threshold=0.3", "threshold=0.45")
+    by_name = {a.name: a for a in outcome.assessments}
+    assert {k: a.threshold for k, a in by_name.items()} == {"mia": 0.45, "gmia": 0.3, "lia": 0.45}
+    for a in outcome.assessments:
+        called = a.result.predict(a.threshold)
+        assert run["metrics"][f"{a.name}/recall"] == [(None, np.mean(called[a.truth]))]
+    gmia = by_name["gmia"]
+    assert gmia.metrics["recall"] == np.mean(gmia.result.scores[gmia.truth] <= 0.3)
+    table = list(csv.DictReader((tmp_path / "job" / "attack_logs.csv").read_text().splitlines()))
+    assert {r["attack_type"]: r["threshold"] for r in table} == {
+        "mia": "0.45",
+        "gmia": "0.3",
+        "lia": "0.45",
+    }
+    assert run["params"]["attack.gmia.threshold"] == "0.3"
+    assert run["params"]["attack.mia.threshold"] == "0.45"
