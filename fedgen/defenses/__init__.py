@@ -7,16 +7,22 @@ from fedgen.defenses.base import (
     TrainingShape,
     defense_rng,
 )
+from fedgen.defenses.central_dp import CentralDP
 from fedgen.defenses.client_dp import ClientDP
 from fedgen.defenses.clip import Clip
+from fedgen.defenses.dp_sgd import DPSGD
+from fedgen.defenses.snp_suppression import SNPSuppression
 from fedgen.defenses.sparsify import Sparsify
 
 __all__ = [
+    "DPSGD",
     "BaseDefense",
+    "CentralDP",
     "ClientDP",
     "Clip",
     "Defense",
     "PrivacyAccount",
+    "SNPSuppression",
     "Sparsify",
     "TrainingShape",
     "defense_rng",
