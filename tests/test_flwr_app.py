@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult, Params
 from fedgen.core.seeding import child_rng
 from fedgen.data import partition
-from fedgen.experiment.pipeline import training_log_csv
-from fedgen.federation import train_federation
+from fedgen.experiment.build import build_experiment
+from fedgen.experiment.pipeline import run_experiment, training_log_csv
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.grid import InProcessGrid
 from fedgen.federation.runners import RayRunner
@@ -43,22 +44,11 @@ def _compose(overrides: str) -> DictConfig:
 
 
 def _pipeline_result(overrides: str) -> FederationResult:
-    """What `python -m fedgen <overrides>` trains, built by hand from the composed config as
-    fedgen.experiment.pipeline does it (not through the builder that fedgen.flwr_app shares)."""
-    cfg = _compose(overrides)
-    cohort = instantiate(cfg.dataset).load(child_rng(cfg.seed, "cohort"))
-    federation = instantiate(cfg.federation)
-    split = partition(
-        cohort.labels,
-        federation.num_clients,
-        federation.test_fraction,
-        child_rng(cfg.seed, "partition"),
-    )
-    defenses = [instantiate(node, name=name) for name, node in cfg.defense.items()]
-    result: FederationResult = train_federation(
-        cohort, split, federation, instantiate(cfg.model), cfg.seed, defenses
-    )
-    return result
+    """What `python -m fedgen <overrides>` trains: run_experiment's own federation."""
+    cfg = _compose(f"{overrides} tracking=none figures=false cache=false attack=mia")
+    with tempfile.TemporaryDirectory() as tmp:
+        experiment = build_experiment(cfg, launch_dir=Path(tmp), output_dir=Path(tmp) / "out")
+        return run_experiment(experiment).federation
 
 
 def _assert_params_equal(got: Params, want: Params) -> None:
