@@ -14,6 +14,9 @@ from fedgen.models import Model
 
 SERVER_ROUND = "server-round"  # what Flower's strategies put in every train message's config
 PARTITION_ID = "partition-id"  # the node config key of a client's partition (its hospital)
+# Under a fit workflow (legacy FitIns layout, whose arrays are unnamed), the train config carries
+# the model's parameter names, in order, as a JSON list.
+PARAM_NAMES = "param-names"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class PrivacyAccount:
         How epsilon was computed (e.g. ``dp-accounting RDP``).
     assumptions : str
         In plain words: rounds, sampling, adjacency.
+    observers : tuple of str
+        Whom the guarantee holds against: ``server`` (the client updates the server receives)
+        and/or ``public`` (the released global models, seen by peers and the public). Central
+        DP adds its noise on the server, so it covers ``public`` only.
     """
 
     epsilon: float
@@ -56,6 +63,7 @@ class PrivacyAccount:
     unit: str
     accountant: str
     assumptions: str
+    observers: tuple[str, ...] = ("server", "public")
 
 
 @runtime_checkable
@@ -92,6 +100,16 @@ class Defense(Protocol):
         """This defense's accounted privacy on ``shape``, or None if it makes no DP claim."""
         ...
 
+    def fit_workflow(self, seed: int, shape: TrainingShape) -> Any | None:
+        """A Flower fit workflow that replaces the strategy's train exchange, or None.
+
+        ``workflow(grid, legacy_context)`` runs one round's fit, as Flower's
+        ``SecAggPlusWorkflow`` does; the server then runs Flower's ``DefaultWorkflow`` with it
+        instead of the Message-API ``strategy.start``. Clients then receive the legacy
+        ``fitins.*`` layout, so this defense's mods must translate it for the train handler.
+        """
+        ...
+
 
 class BaseDefense:
     """No-op defaults for every hook; a defense overrides the ones it needs.
@@ -115,6 +133,9 @@ class BaseDefense:
         return model
 
     def account(self, shape: TrainingShape) -> PrivacyAccount | None:
+        return None
+
+    def fit_workflow(self, seed: int, shape: TrainingShape) -> Any | None:
         return None
 
 

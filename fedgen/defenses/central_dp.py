@@ -436,4 +436,5 @@ class CentralDP(BaseDefense):
                 "(every client every round); adjacency: one client's update replaced by zero; "
                 "protects the released global models, not the updates the server receives"
             ),
+            observers=("public",),
         )

@@ -27,7 +27,7 @@ from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
 from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
-from fedgen.experiment.privacy import Privacy, account, audit_violations
+from fedgen.experiment.privacy import OBSERVER_OF_MODEL, Privacy, account, audit_violations
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures
@@ -162,7 +162,7 @@ def run_experiment(exp: Experiment) -> Outcome:
             pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
             arena = Arena(cohort, pool, result, exp.seed, exp.training.model)
             assessments = _attack(exp, arena, run, privacy.delta)
-            _check_audit(privacy, assessments, run)
+            _check_audit(privacy, exp.attacks, assessments, run)
             if exp.figures:
                 _figures(exp, arena, assessments, split, run)
         metrics = _record(exp, result, assessments, run)
@@ -172,19 +172,24 @@ def run_experiment(exp: Experiment) -> Outcome:
     return Outcome(result, assessments, metrics)
 
 
-def _check_audit(privacy: Privacy, done: Sequence[Assessment], run: Tracker) -> None:
+def _check_audit(
+    privacy: Privacy, attacks: Sequence[Attack[Any]], done: Sequence[Assessment], run: Tracker
+) -> None:
     """Flag (tag and error line) an empirical epsilon bound above the accounted epsilon."""
+    key = "epsilon_lower_bound"
     bounds = {
-        a.name: a.metrics["epsilon_lower_bound"] for a in done if "epsilon_lower_bound" in a.metrics
+        a.name: (OBSERVER_OF_MODEL[getattr(attack, "model", "global")], a.metrics[key])
+        for attack, a in zip(attacks, done, strict=True)
+        if key in a.metrics
     }
     violations = audit_violations(privacy, bounds)
-    for name, bound in violations.items():
+    for name, (bound, limit) in violations.items():
         log.error(
             "%s's empirical epsilon lower bound %.3f exceeds the accounted record-level epsilon "
             "%.3f: a bug in fedgen's defenses or accounting, please report it",
             name,
             bound,
-            privacy.record_epsilon,
+            limit,
         )
     if violations:
         run.set_tags({"fedgen.audit_violation": ",".join(sorted(violations))})

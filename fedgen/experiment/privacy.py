@@ -36,14 +36,17 @@ class Privacy:
         units = {a.unit for a in self.accounts.values()}
         return units.pop() if len(units) == 1 else "mixed"
 
-    @property
-    def record_epsilon(self) -> float:
-        """The epsilon the membership audit may not exceed (record level).
+    def record_epsilon(self, observer: str) -> float | None:
+        """The epsilon a membership audit by ``observer`` may not exceed (record level).
 
-        A record-level guarantee bounds it directly. A client-level guarantee (add/remove of a
-        whole client) bounds replacing one record of a client by group privacy: 2 epsilon.
+        Only the guarantees that hold against ``observer`` count (None if none does). A
+        record-level guarantee bounds it directly; a client-level one (add/remove of a whole
+        client) bounds replacing one record of a client by group privacy: 2 epsilon.
         """
-        return sum(a.epsilon * (2.0 if a.unit == "client" else 1.0) for a in self.accounts.values())
+        covering = [a for a in self.accounts.values() if observer in a.observers]
+        if not covering:
+            return None
+        return sum(a.epsilon * (2.0 if a.unit == "client" else 1.0) for a in covering)
 
     def metrics(self) -> dict[str, float]:
         if not self.accounts:
@@ -87,13 +90,28 @@ def account(defenses: Sequence[Defense], federation: FederationSettings, split: 
     return Privacy(accounts)
 
 
-def audit_violations(privacy: Privacy, lower_bounds: dict[str, float]) -> dict[str, float]:
+OBSERVER_OF_MODEL = {"client": "server", "global": "public"}
+
+
+def audit_violations(
+    privacy: Privacy, lower_bounds: dict[str, tuple[str, float]]
+) -> dict[str, tuple[float, float]]:
     """Attacks whose empirical epsilon lower bound exceeds the accounted record-level epsilon.
 
-    A non-empty answer means a bug in fedgen (a defense or its accountant), never leakage to
-    report: DP forbids it.
+    Parameters
+    ----------
+    lower_bounds : dict of attack name to (observer, bound)
+        Each membership attack's observer (``server`` or ``public``) and its audit bound.
+
+    Returns
+    -------
+    dict of attack name to (bound, accounted limit)
+        Only attacks by an observer some guarantee covers are checked. A non-empty answer
+        means a bug in fedgen (a defense or its accountant), never leakage to report.
     """
-    if not privacy.accounts:
-        return {}
-    limit = privacy.record_epsilon
-    return {name: bound for name, bound in lower_bounds.items() if bound > limit + 1e-9}
+    out = {}
+    for name, (observer, bound) in lower_bounds.items():
+        limit = privacy.record_epsilon(observer)
+        if limit is not None and bound > limit + 1e-9:
+            out[name] = (bound, limit)
+    return out
