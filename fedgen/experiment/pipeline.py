@@ -153,19 +153,19 @@ def run_experiment(exp: Experiment) -> Outcome:
         log_path = exp.output_dir / "training_log.csv"
         atomic_write_text(log_path, training_log_csv(result))
         run.log_file(log_path, "logs")
+        privacy = account(exp.training.defenses, exp.federation, split)
+        run.log_metrics(privacy.metrics())
+        if privacy.accounts:
+            run.set_tags(privacy.tags())
         assessments: tuple[Assessment, ...] = ()
         if exp.evaluation is not None:
-            privacy = account(exp.training.defenses, exp.federation, split)
-            run.log_metrics(privacy.metrics())
-            if privacy.accounts:
-                run.set_tags(privacy.tags())
             pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
             arena = Arena(cohort, pool, result, exp.seed, exp.training.model)
             assessments = _attack(exp, arena, run, privacy.delta)
             _check_audit(privacy, exp.attacks, assessments, run)
             if exp.figures:
                 _figures(exp, arena, assessments, split, run)
-        metrics = _record(exp, result, assessments, run)
+        metrics = _record(exp, result, assessments, privacy, run)
         if exp.sweep_dir is not None and assessments:
             # Last, so that the sweep's table only ever holds rows of complete jobs.
             attack_logs.append(exp.sweep_dir / "attack_logs.csv", _rows(exp, assessments))
@@ -256,11 +256,16 @@ def _figures(
 
 
 def _record(
-    exp: Experiment, result: FederationResult, done: Sequence[Assessment], run: Tracker
+    exp: Experiment,
+    result: FederationResult,
+    done: Sequence[Assessment],
+    privacy: Privacy,
+    run: Tracker,
 ) -> dict[str, float]:
     """``run.json``: the job's params and final metrics, read by the sweep summary."""
     metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
     metrics.update(_namespaced(done))
+    metrics.update(privacy.metrics())
     record = RunRecord(
         run_id=str(getattr(run, "run_id", None) or ""),
         run_name=exp.run_name,

@@ -100,6 +100,15 @@ def frontier_plot(records: Sequence[RunRecord], subtitle: str) -> Plot:
             for xv, yv, eps in zip(s[x], s["accuracy"], s["epsilon"], strict=True):
                 label = "no DP" if math.isinf(eps) else f"ε={eps:.3g}"
                 ax.annotate(label, (xv, yv), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if not any(np.isfinite(s["tpr"]).any() for s in data.values()):
+        axes[1].text(
+            0.5,
+            0.5,
+            "TPR at 1% FPR not estimable:\nfewer than 100 non-members in every run",
+            ha="center",
+            va="center",
+            transform=axes[1].transAxes,
+        )
     axes[0].axvline(0.5, color="grey", ls=":", label="chance (AUC 0.5)")
     axes[1].axvline(0.01, color="grey", ls=":", label="chance (TPR = FPR = 1%)")
     axes[0].set(xlabel="best membership attack AUC", ylabel="test accuracy (phenotype model)")
