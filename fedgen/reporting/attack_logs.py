@@ -67,10 +67,13 @@ def to_csv(table: Sequence[Mapping[str, str]], header: bool = True) -> str:
 
 
 def append(path: Path, table: Sequence[Mapping[str, str]]) -> None:
-    """Append rows to a CSV shared by the jobs of a sweep, safely across processes.
+    """Add a job's rows to a CSV shared by the jobs of a sweep, safely across processes.
 
-    Under a file lock, the file is rewritten whole through a temporary file and a rename, so a
-    reader (or a crash) never sees a half-written row.
+    The rows of a job (its ``job`` number) replace any the job wrote before, so a sweep rerun
+    into its own directory leaves one set of rows per job: those of its latest complete run,
+    where the job's first rows stood. Rows without a job number are added. Under a file lock,
+    the file is rewritten whole through a temporary file and a rename, so a reader (or a crash)
+    never sees a half-written row.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=120):
@@ -80,7 +83,26 @@ def append(path: Path, table: Sequence[Mapping[str, str]]) -> None:
                 f"{path} has other columns than this version of fedgen writes; move it away "
                 "or start a new sweep directory"
             )
-        atomic_write_text(path, existing + to_csv(table, header=not existing))
+        atomic_write_text(path, to_csv(merge(list(csv.DictReader(io.StringIO(existing))), table)))
+
+
+def merge(
+    old: Sequence[Mapping[str, str]], new: Sequence[Mapping[str, str]]
+) -> list[Mapping[str, str]]:
+    """``old`` with the rows of every job in ``new`` replaced by ``new``'s (see :func:`append`)."""
+    jobs = {row.get("job", "") for row in new} - {""}
+    out: list[Mapping[str, str]] = []
+    placed = False
+    for row in old:
+        if row.get("job", "") in jobs:
+            if not placed:
+                out.extend(new)
+                placed = True
+        else:
+            out.append(row)
+    if not placed:
+        out.extend(new)
+    return out
 
 
 def console_table(assessments: Sequence[Assessment]) -> str:
