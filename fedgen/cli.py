@@ -74,8 +74,11 @@ def main() -> None:
     import hydra
     from hydra.core.plugins import Plugins
 
+    from fedgen.core import rundirs
     from fedgen.figures import pool as figure_pool
     from fedgen.tracking.trackers import flush
+
+    rundirs.register()  # ${fedgen.unique:} in the job directories, before Hydra composes
 
     # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install
     # cannot list, so the sweeper is registered by hand. Plugins.instance() first: its scan
