@@ -7,9 +7,12 @@ import csv
 import io
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,102 @@ def test_runs_started_at_once_from_one_directory_keep_their_own_results(tmp_path
         assert [row["seed"] for row in rows] == [runs[run_id].data.params["seed"]]
 
 
+# The MLflow worker with a store that loses one artifact (a full disk, say), and the command
+# line with that worker: a fault injected at the boundary between fedgen and MLflow.
+FAILING_WORKER = """
+from mlflow.tracking import MlflowClient
+
+real = MlflowClient.log_artifact
+
+def log_artifact(self, run_id, local_path, artifact_path=None):
+    if local_path.endswith("attack_logs.csv"):
+        raise OSError(28, "No space left on device")
+    return real(self, run_id, local_path, artifact_path)
+
+MlflowClient.log_artifact = log_artifact
+
+from fedgen.tracking.mlflow_worker import main
+
+main()
+"""
+CLI_WITH_FAILING_WORKER = """
+import sys
+from fedgen.tracking import trackers
+
+trackers.WORKER_COMMAND = [sys.executable, {worker!r}]
+
+from fedgen.cli import main
+
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_lost_an_artifact_ends_failed_and_the_command_says_so(tmp_path: Path) -> None:
+    worker = tmp_path / "failing_worker.py"
+    worker.write_text(FAILING_WORKER)
+    cli = tmp_path / "cli.py"
+    cli.write_text(CLI_WITH_FAILING_WORKER.format(worker=str(worker)))
+    out = subprocess.run(
+        [sys.executable, str(cli), *QUICK],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("fedgen: error: artifact logs/attack_logs.csv of run ")
+    assert "No space left on device" in out.stderr and "marked FAILED" in out.stderr
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fedgen.failure"] == (
+        "artifact logs/attack_logs.csv not stored: OSError: [Errno 28] No space left on device"
+    )
+
+
+def _wait_for_running(db: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                (n,) = con.execute("select count(*) from runs where status='RUNNING'").fetchone()
+            if n:
+                return
+        except sqlite3.Error:
+            pass  # not created yet
+        time.sleep(0.1)
+    raise AssertionError("the run did not start")
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_its_process_group_is_failed_by_the_next_command(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedgen", *QUICK, "federation.num_rounds=1000000"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_running(tmp_path / "mlflow.db", timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command, its MLflow worker, everything
+        proc.wait(timeout=30)
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "RUNNING"  # nobody was left to close it
+    out = fedgen(tmp_path, "compare")
+    assert out.returncode == 2  # nothing FINISHED to compare, and it says so
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fedgen.failure"].startswith(f"process {proc.pid} on ")
+
+
 def _row(job: str, attack: str, f1: str) -> dict[str, str]:
     return {"job": job, "attack_type": attack, "f1_score": f1}
 
@@ -101,6 +200,32 @@ def test_a_sweep_rerun_into_its_directory_keeps_one_row_per_job_and_attack(
         assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO((tmp_path / "s" / "attack_logs.csv").read_text())))
     assert [(r["job"], r["threshold"]) for r in rows] == [("0", "0.4"), ("1", "0.6")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tracking.uri=sqlite:///bad.db"], "bad.db is not a readable MLflow SQLite database"),
+        (["seed=0,1", "tracking.uri=bogus://x", "-m"], "no store for the scheme 'bogus'"),
+        (
+            ["tracking.uri=http://127.0.0.1:9/", "tracking.timeout_s=1"],
+            "the MLflow store http://127.0.0.1:9/ did not answer",
+        ),
+    ],
+)
+def test_a_bad_store_stops_the_command_before_any_work(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    (tmp_path / "bad.db").write_text("not a database")
+    start = time.monotonic()
+    out = fedgen(tmp_path, *TINY, "figures=false", *args)
+    assert out.returncode == 2
+    assert out.stderr.startswith("fedgen: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert expected in out.stderr
+    assert "round 1/" not in out.stdout  # stopped before training
+    assert not list(tmp_path.glob("**/training_log.csv"))
+    assert time.monotonic() - start < 60  # not MLflow's minutes of retries
 
 
 def test_the_job_directory_resolver_is_unique_per_process() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fedgen.core.errors import TrackingError
+from fedgen.core.errors import FedgenError, TrackingError
 from fedgen.core.io import atomic_write_text
 from fedgen.experiment.build import build_tracker
 from fedgen.reporting.report import load_run_json, write_summary
@@ -42,7 +43,13 @@ class SweepParentRun(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self._sweep_dir = sweep_dir
         atexit.register(self._finish, FAILED)
-        tracker = build_tracker(config, launch_dir=Path(config.hydra.runtime.cwd), sweep_dir=None)
+        try:  # the store is checked here, before any job; Hydra would only warn of an error
+            tracker = build_tracker(
+                config, launch_dir=Path(config.hydra.runtime.cwd), sweep_dir=None
+            )
+        except FedgenError as exc:
+            print(f"fedgen: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         if not isinstance(tracker, MlflowTracker):
             return
         tracker.start_run(

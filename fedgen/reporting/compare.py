@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
@@ -13,6 +14,7 @@ from typing import Any
 
 from fedgen.core.errors import FedgenError
 from fedgen.reporting.report import RunRecord, summary_table, to_markdown, write_summary
+from fedgen.tracking.liveness import reap_dead_runs
 from fedgen.tracking.trackers import resolve_uri, sqlite_path
 
 SWEEP_TAG = "fedgen.sweep_dir"
@@ -131,6 +133,9 @@ def select_runs(
         experiment_id = _experiment_id(client, experiment, uri)
     except MlflowException as exc:
         raise CompareError(f"cannot read the MLflow store {uri}: {exc.message}") from None
+    # Runs of this host whose process died (killed) are closed as FAILED, not left RUNNING.
+    with contextlib.suppress(MlflowException):  # a read-only store can still be compared
+        reap_dead_runs(client)
     sweep = str(sweep_dir.resolve()) if sweep_dir is not None else None
     clauses = [user_filter.strip()] if user_filter and user_filter.strip() else []
     if sweep is not None and "'" not in sweep:

@@ -6,22 +6,33 @@ import atexit
 import collections
 import itertools
 import json
+import logging
 import os
+import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 from fedgen.core.errors import TrackingError
+from fedgen.tracking.liveness import FAILURE_TAG, MAX_TAG_CHARS, identity
+
+log = logging.getLogger("fedgen")
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 FINISHED, FAILED = "FINISHED", "FAILED"
+DEFAULT_TIMEOUT_S = 10.0
+# Stores reached over the network: opening one waits tracking.timeout_s at most.
+NETWORK_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
 
 
 class Tracker(Protocol):
@@ -65,11 +76,16 @@ class Tracker(Protocol):
 def tracked_run(
     tracker: Tracker, name: str, params: Mapping[str, str], tags: Mapping[str, str]
 ) -> Iterator[Tracker]:
-    """Open a run; it ends FINISHED, or FAILED if the body raises (never left RUNNING)."""
+    """Open a run; it ends FINISHED, or FAILED if the body raises (never left RUNNING).
+
+    A failed run carries the reason in the tag ``fedgen.failure``.
+    """
     tracker.start_run(name, params, tags)
     try:
         yield tracker
-    except BaseException:
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        tracker.set_tags({FAILURE_TAG: reason[:MAX_TAG_CHARS]})
         tracker.end_run(FAILED)
         raise
     tracker.end_run(FINISHED)
@@ -140,27 +156,60 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(uri[len(prefix) :])).resolve() if uri.startswith(prefix) else None
 
 
+class _Timeout(Exception):
+    """The worker did not answer in time."""
+
+
+# How the worker is started; tests put a wrapper here that injects store failures.
+WORKER_COMMAND = [sys.executable, "-m", "fedgen.tracking.mlflow_worker"]
+STARTUP_TIMEOUT_S = 300.0  # importing MLflow on a loaded machine, not the store's answer
+
+
 class _Worker:
     """The parent's end of :mod:`.mlflow_worker`: requests in order, replies in order.
 
     ``send`` does not wait for the reply, so the worker writes a job's metrics and artifacts
     while this process goes on (e.g. Hydra composes the next job of a sweep). ``result`` waits
     for one request's reply only (and those before it); ``call`` and ``drain`` first collect
-    every outstanding reply and raise the first error among them.
+    every outstanding reply and raise the first error among them. A thread reads the replies,
+    so that a wait can have a deadline; a worker that misses one is killed and replaced.
     """
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fedgen.tracking.mlflow_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         self.lock = threading.Lock()
         self.pending: collections.deque[tuple[int, str]] = collections.deque()
         self.wanted: dict[int, dict[str, Any] | None] = {}
         self.errors: list[TrackingError] = []
         self.tickets = itertools.count()
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.ready = threading.Event()  # MLflow is imported: the worker answers from now on
+        self.abandoned = False
+        self.stores: dict[tuple[str, str], str] = {}  # (uri, experiment) -> key, once checked
+        self._staging: Path | None = None
+        self._staged = itertools.count()
+        self._stage_lock = threading.Lock()  # figures are staged from the pool's threads
+        self._reader = threading.Thread(target=self._read_lines, daemon=True)
+        self._reader.start()
+
+    def alive(self) -> bool:
+        return not self.abandoned and self.proc.poll() is None
+
+    def _read_lines(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                if not self.ready.is_set():
+                    self.ready.set()  # the first line says MLflow is imported
+                    continue
+                self.lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.ready.set()
+            self.lines.put(None)
 
     def send(self, op: str, *, want_reply: bool = False, **args: Any) -> int:
         """Queue a request; its reply is read later. Returns a ticket for :meth:`result`."""
@@ -172,55 +221,92 @@ class _Worker:
                 self.wanted[ticket] = None
             return ticket
 
-    def result(self, ticket: int) -> dict[str, Any]:
-        """The reply to the request ``ticket`` (sent with ``want_reply``), once it has come."""
+    def result(self, ticket: int, timeout: float | None = None) -> dict[str, Any]:
+        """The reply to the request ``ticket`` (sent with ``want_reply``), once it has come.
+
+        With ``timeout``, waits that many seconds at most once the worker is ready; then the
+        worker is killed (its replies would no longer match the requests) and
+        :class:`_Timeout` is raised.
+        """
+        deadline = None
+        if timeout is not None:
+            self.ready.wait(STARTUP_TIMEOUT_S)
+            deadline = time.monotonic() + timeout
         with self.lock:
             while self.wanted.get(ticket) is None:
-                self._read_next()
+                self._read_next(deadline)
             reply = self.wanted.pop(ticket)
         assert reply is not None
         if "error" in reply:
             raise TrackingError(reply["error"])
         return reply
 
-    def call(self, op: str, **args: Any) -> dict[str, Any]:
+    def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send a request and wait for its reply, after the replies still outstanding."""
         self.drain()
-        return self.result(self.send(op, want_reply=True, **args))
+        return self.result(self.send(op, want_reply=True, **args), timeout)
 
     def drain(self) -> None:
         """Wait until the worker has answered every request; raise the first error."""
         with self.lock:
             while self.pending:
-                self._read_next()
+                self._read_next(None)
             errors, self.errors = self.errors, []
         if errors:
             raise errors[0]
 
+    def stage(self, path: Path) -> Path:
+        """A private copy of ``path``, made now: what is stored is what was logged, even if
+        the file is rewritten (or removed) before the worker gets to it."""
+        with self._stage_lock:
+            if self._staging is None:
+                self._staging = Path(tempfile.mkdtemp(prefix="fedgen-artifacts-"))
+            folder = self._staging / str(next(self._staged))
+        folder.mkdir()
+        copy = folder / path.name
+        try:
+            shutil.copyfile(path, copy)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return copy
+
     def _write(self, op: str, args: Mapping[str, Any]) -> None:
         assert self.proc.stdin is not None
+        if self.abandoned:
+            raise self._exited()
         try:
             self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
             self.proc.stdin.flush()
         except OSError:
             raise self._exited() from None
 
-    def _read_next(self) -> None:
-        assert self.proc.stdout is not None
-        ticket, op = self.pending.popleft()
+    def _read_next(self, deadline: float | None) -> None:
+        ticket, op = self.pending[0]  # replies come in the order of the requests
         try:
-            line = self.proc.stdout.readline()
-        except OSError:
-            line = ""
-        if not line:
+            if deadline is None:
+                line = self.lines.get()
+            else:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            self._abandon()
+            raise _Timeout(op) from None
+        if line is None:
+            self.lines.put(None)  # every later read sees the end too
             raise self._exited()
+        self.pending.popleft()
         reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            reply["error"] = f"MLflow {op} failed: {reply['error']}"
         if ticket in self.wanted:
             self.wanted[ticket] = reply
         elif "error" in reply:
             self.errors.append(TrackingError(reply["error"]))
+
+    def _abandon(self) -> None:
+        """Kill a worker that missed a deadline; the next tracker starts a new one."""
+        self.abandoned = True
+        self.proc.kill()
+        self.proc.wait()
+        self.pending.clear()
 
     @staticmethod
     def _exited() -> TrackingError:
@@ -230,15 +316,19 @@ class _Worker:
         )
 
     def close(self) -> None:
-        try:
-            self.drain()
-        except TrackingError as exc:
-            print(f"fedgen: error: {exc}", file=sys.stderr)
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        if not self.abandoned:
+            try:
+                self.drain()
+            except TrackingError as exc:
+                print(f"fedgen: error: {exc}", file=sys.stderr)
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 _worker: _Worker | None = None
@@ -247,14 +337,15 @@ _worker: _Worker | None = None
 def prestart_worker() -> None:
     """Start the MLflow process now, so its imports overlap the caller's own start-up."""
     global _worker
-    if _worker is None or _worker.proc.poll() is not None:
+    if _worker is None or not _worker.alive():
         _worker = _Worker()
         atexit.register(_worker.close)
 
 
 def flush() -> None:
-    """Wait until everything sent to MLflow is stored; raise :class:`TrackingError` if not."""
-    if _worker is not None and _worker.proc.poll() is None:
+    """Wait until everything sent to MLflow is stored; raise :class:`TrackingError` if not
+    (also if the worker died with requests unanswered)."""
+    if _worker is not None and not _worker.abandoned:
         _worker.drain()
 
 
@@ -268,9 +359,12 @@ class MlflowTracker:
     """Logs to an MLflow tracking store (``tracking=mlflow``).
 
     MLflow's client runs in a child process (:mod:`.mlflow_worker`) that the CLI starts
-    first thing, so that importing and opening the store overlap the run. With the default
-    local SQLite store, new experiments keep their artifacts in ``mlruns/`` beside the
-    database, so ``mlflow ui`` run from the launch directory shows everything.
+    first thing, so that importing MLflow overlaps the command's start-up. The store is opened,
+    written once and cleared of dead runs when the tracker is made (once per store and
+    process), so that a bad store stops the command before any work; a network store that
+    does not answer within ``timeout_s`` seconds fails it too. With the default local SQLite
+    store, new experiments keep their artifacts in ``mlruns/`` beside the database, so
+    ``mlflow ui`` run from the launch directory shows everything.
     """
 
     def __init__(
@@ -279,14 +373,23 @@ class MlflowTracker:
         experiment: str,
         launch_dir: Path,
         sweep_dir: Path | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
+        if not isinstance(experiment, str) or not experiment.strip():
+            raise TrackingError(
+                f"tracking.experiment={experiment!r} must be a non-empty name, e.g. "
+                "tracking.experiment=fedgen"
+            )
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+            raise TrackingError(f"tracking.timeout_s={timeout_s!r} must be a positive number")
         self.uri = resolve_uri(uri, launch_dir)
         self.experiment = experiment
         self.sweep_dir = sweep_dir
+        self.timeout_s = float(timeout_s)
         self._handle: str | None = None  # names the open run in requests to the worker
         self._ticket: int | None = None  # the start_run request, whose reply holds the run id
         self._run_id: str | None = None
-        self._opened = False
+        self._store = self._open()
 
     @property
     def handle(self) -> str | None:
@@ -302,15 +405,48 @@ class MlflowTracker:
             self._run_id = str(_get_worker().result(self._ticket)["run_id"])
         return self._run_id
 
+    def _open(self) -> str:
+        """Open the store in the worker (once per store and worker) and check it; its key."""
+        worker = _get_worker()
+        key = worker.stores.get((self.uri, self.experiment))
+        if key is not None:
+            return key
+        key = f"store-{len(worker.stores)}"
+        db = sqlite_path(self.uri)
+        location = (db.parent / "mlruns").as_uri() if db is not None else None
+        network = urlparse(self.uri).scheme.lower() in NETWORK_SCHEMES
+        try:
+            reply = worker.call(
+                "open",
+                timeout=self.timeout_s if network else None,
+                store=key,
+                uri=self.uri,
+                experiment=self.experiment,
+                artifact_location=location,
+                timeout_s=self.timeout_s,
+            )
+        except _Timeout:
+            raise TrackingError(
+                f"the MLflow store {self.uri} did not answer within {self.timeout_s:g} s; start "
+                "it or check tracking.uri, raise tracking.timeout_s, or run with tracking=none"
+            ) from None
+        reaped = reply.get("reaped") or []
+        if reaped:
+            log.warning(
+                "marked %d run(s) FAILED whose process on this host is gone: %s",
+                len(reaped),
+                ", ".join(reaped),
+            )
+        worker.stores[(self.uri, self.experiment)] = key
+        return key
+
     def _worker(self) -> _Worker:
         worker = _get_worker()
-        if not self._opened:
-            db = sqlite_path(self.uri)
-            location = (db.parent / "mlruns").as_uri() if db is not None else None
-            worker.send(
-                "open", uri=self.uri, experiment=self.experiment, artifact_location=location
+        if worker.stores.get((self.uri, self.experiment)) != self._store:
+            raise TrackingError(
+                f"the MLflow tracking process was restarted; the store {self.uri} is no longer "
+                "open in it: rerun"
             )
-            self._opened = True
         return worker
 
     def _send(self, op: str, **args: Any) -> None:
@@ -318,8 +454,12 @@ class MlflowTracker:
         self._worker().send(op, **args)
 
     def start_run(self, name: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
-        """Ask MLflow for the run and go on at once: later requests name it by a handle."""
-        all_tags = dict(tags)
+        """Ask MLflow for the run and go on at once: later requests name it by a handle.
+
+        The run is tagged with this host and process (:mod:`.liveness`), so that a later
+        command marks it FAILED if the process dies without closing it.
+        """
+        all_tags = {**identity(), **tags}
         parent = self._parent_run_id()
         if parent:
             all_tags["mlflow.parentRunId"] = parent
@@ -327,6 +467,7 @@ class MlflowTracker:
         self._ticket = self._worker().send(
             "start_run",
             want_reply=True,
+            store=self._store,
             name=name,
             tags=all_tags,
             params=dict(params),
@@ -357,14 +498,26 @@ class MlflowTracker:
         self.artifact_sink(artifact_dir)(path)
 
     def artifact_sink(self, artifact_dir: str | None) -> Callable[[Path], None]:
+        """Logs the file as it is when the sink is called: a private copy is made at once,
+        so a file rewritten afterwards (by this run or another) cannot take its place."""
         run_id, worker = self._handle, self._worker()
 
         def sink(path: Path) -> None:
-            worker.send("log_file", run_id=run_id, path=str(path), artifact_dir=artifact_dir)
+            name = f"{artifact_dir}/{path.name}" if artifact_dir else path.name
+            try:
+                copy = worker.stage(path)
+            except OSError as exc:  # the run must not end FINISHED without it
+                reason = f"{type(exc).__name__}: {exc}"
+                worker.send("fail", run_id=run_id, what=f"artifact {name}", reason=reason)
+                return
+            worker.send(
+                "log_file", run_id=run_id, path=str(copy), artifact_dir=artifact_dir, staged=True
+            )
 
         return sink
 
     def end_run(self, status: str) -> None:
+        """Close the run as ``status``; the worker makes it FAILED if anything was lost."""
         if self._handle is not None:
             handle, self._handle, self._ticket = self._handle, None, None
             self._send("end_run", run_id=handle, status=status)
