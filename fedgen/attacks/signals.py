@@ -43,9 +43,20 @@ def attacked_params(
     list of (Params, ndarray of intp)
         Parameters and the indices (into the targets) scored with them; together the index
         arrays cover every target once.
+
+    Raises
+    ------
+    ConfigError
+        ``client`` on a record without client models (secure aggregation).
     """
     if choice == "global" or not server.rounds:
         return [(server.final_params, np.arange(clients.shape[0]))]
+    if server.rounds[-1].aggregate_only:
+        raise ConfigError(
+            "an attack with model=client needs each client's returned model, but the server "
+            "saw only their aggregate (with defense secagg the server sees only the aggregate); "
+            "use model=global (attack.<name>.model=global)"
+        )
     last = server.rounds[-1].client_params
     return [(last[c], np.flatnonzero(clients == c)) for c in np.unique(clients)]
 

@@ -76,12 +76,18 @@ class RoundRecord:
     global_params : Params
         The aggregate that the server sends out after this round.
     client_params : tuple of Params
-        Each client's returned local model, by partition id.
+        Each client's returned local model, by partition id; empty if ``aggregate_only``.
     client_num_examples : tuple of int
         The sample count each client reported (FedAvg's weights), by partition id.
     metrics : dict of str to float
         Global-model loss and accuracy on each client's train and test rows and pooled, with
         stable names such as ``fed/test_accuracy`` and ``fed/client_2/train_loss``.
+    aggregate_only : bool
+        The server saw no client's model, only their aggregate (secure aggregation: each
+        client's upload is masked, and only the masked sum can be unmasked). Then
+        ``global_params`` is that aggregate, the sample-weighted mean of the client models
+        (so the mean update is ``global_params`` minus the previous round's), and
+        ``client_params`` is empty; the sample counts are still sent in the clear.
     """
 
     round: int
@@ -89,6 +95,11 @@ class RoundRecord:
     client_params: tuple[Params, ...]
     client_num_examples: tuple[int, ...]
     metrics: dict[str, float]
+    aggregate_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aggregate_only and self.client_params:
+            raise ValueError(f"round {self.round} is aggregate-only but has client parameters")
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,11 @@ class FederationResult:
     @property
     def final_params(self) -> Params:
         return self.rounds[-1].global_params if self.rounds else self.initial_params
+
+    @property
+    def aggregate_only(self) -> bool:
+        """Whether the server saw only aggregates, no client's model, in some round."""
+        return any(r.aggregate_only for r in self.rounds)
 
 
 @dataclass(frozen=True)

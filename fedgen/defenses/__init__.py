@@ -11,6 +11,7 @@ from fedgen.defenses.central_dp import CentralDP
 from fedgen.defenses.client_dp import ClientDP
 from fedgen.defenses.clip import Clip
 from fedgen.defenses.dp_sgd import DPSGD
+from fedgen.defenses.secagg import SecAgg
 from fedgen.defenses.snp_suppression import SNPSuppression
 from fedgen.defenses.sparsify import Sparsify
 
@@ -23,6 +24,7 @@ __all__ = [
     "Defense",
     "PrivacyAccount",
     "SNPSuppression",
+    "SecAgg",
     "Sparsify",
     "TrainingShape",
     "defense_rng",

@@ -24,7 +24,8 @@ from fedgen.core.records import FederationResult, Params, RoundRecord
 
 log = logging.getLogger("fedgen")
 
-FORMAT_VERSION = 2
+# 3: ``aggregate_only`` per round, and no client models in aggregate-only rounds.
+FORMAT_VERSION = 3
 
 # What reading a damaged entry can raise (JSONDecodeError and UnicodeDecodeError are ValueErrors;
 # zlib.error and NotImplementedError come from compressed or exotic members of a foreign zip).
@@ -114,14 +115,19 @@ def _encode(key: str, result: FederationResult) -> dict[str, NDArray[Any]]:
     """Flatten ``result`` into the plain numeric arrays of one ``.npz`` entry.
 
     Each parameter ``<name>`` of the model gives ``initial/<name>`` (shape), ``global/<name>``
-    (R, shape) and ``client/<name>`` (R, C, shape).
+    (R, shape) and ``client/<name>`` (R, C, shape), or (R, 0, shape) if the rounds are
+    aggregate-only (the server saw no client model); ``aggregate_only`` is bool (R,).
     """
     initial, rounds = result.initial_params, result.rounds
     shapes = {name: tuple(np.shape(a)) for name, a in initial.items()}
-    c = len(rounds[0].client_params) if rounds else 0
+    c = len(rounds[0].client_num_examples) if rounds else 0
+    aggregate_only = bool(rounds) and rounds[0].aggregate_only
     names = list(rounds[0].metrics) if rounds else []
     for rec in rounds:
-        if len(rec.client_params) != c or len(rec.client_num_examples) != c:
+        if rec.aggregate_only != aggregate_only:
+            raise ValueError(f"round {rec.round} differs from round 1 in aggregate_only")
+        models = 0 if aggregate_only else c
+        if len(rec.client_params) != models or len(rec.client_num_examples) != c:
             raise ValueError(f"round {rec.round} does not have {c} clients")
         if set(rec.metrics) != set(names):
             raise ValueError(f"round {rec.round} reports other metrics than round 1")
@@ -131,12 +137,14 @@ def _encode(key: str, result: FederationResult) -> dict[str, NDArray[Any]]:
     meta = {"format": FORMAT_VERSION, "key": key, "fedgen_version": fedgen.__version__}
     meta |= {"metric_names": names, "params": {k: list(s) for k, s in shapes.items()}}
     n, m, f64, i64 = len(rounds), len(names), np.float64, np.int64
+    k = 0 if aggregate_only else c
     out: dict[str, NDArray[Any]] = {}
     for name, shape in shapes.items():
         out[f"initial/{name}"] = np.array(initial[name], f64)
         out[f"global/{name}"] = _stack([r.global_params[name] for r in rounds], shape, name)
         local = [p[name] for r in rounds for p in r.client_params]
-        out[f"client/{name}"] = _stack(local, shape, name).reshape(n, c, *shape)
+        out[f"client/{name}"] = _stack(local, shape, name).reshape(n, k, *shape)
+    out["aggregate_only"] = np.full(n, aggregate_only, dtype=np.bool_)
     out["client_num_examples"] = np.array([x.client_num_examples for x in rounds], i64).reshape(
         n, c
     )
@@ -197,11 +205,16 @@ def _decode(key: str, npz: Any) -> FederationResult:
     rounds_arr = _array(npz, "round", np.int64, (n_rounds,))
     counts = _array(npz, "client_num_examples", np.int64, (n_rounds, c))
     metrics = _array(npz, "metrics", np.float64, (n_rounds, len(names)))
+    aggregate = _array(npz, "aggregate_only", np.bool_, (n_rounds,))
+    aggregate_only = bool(aggregate.any())
+    if aggregate_only and not aggregate.all():
+        raise _CorruptEntry("'aggregate_only' mixes rounds with and without client models")
+    k = 0 if aggregate_only else c
     initial, glob, local = {}, {}, {}
     for name, shape in shapes.items():
         initial[name] = _array(npz, f"initial/{name}", np.float64, shape)
         glob[name] = _array(npz, f"global/{name}", np.float64, (n_rounds, *shape))
-        local[name] = _array(npz, f"client/{name}", np.float64, (n_rounds, c, *shape))
+        local[name] = _array(npz, f"client/{name}", np.float64, (n_rounds, k, *shape))
 
     def params(source: dict[str, NDArray[Any]], *index: int) -> Params:
         return {k: np.array(v[index], dtype=np.float64, order="C") for k, v in source.items()}
@@ -210,9 +223,10 @@ def _decode(key: str, npz: Any) -> FederationResult:
         RoundRecord(
             round=int(rounds_arr[r]),
             global_params=params(glob, r),
-            client_params=tuple(params(local, r, k) for k in range(c)),
+            client_params=tuple(params(local, r, j) for j in range(k)),
             client_num_examples=tuple(int(x) for x in counts[r]),
             metrics={n: float(v) for n, v in zip(names, metrics[r], strict=True)},
+            aggregate_only=aggregate_only,
         )
         for r in range(n_rounds)
     )

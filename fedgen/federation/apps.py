@@ -12,7 +12,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedgen.core.records import Params
 from fedgen.federation.arrays import from_record, to_record
 from fedgen.federation.data import ClientData
-from fedgen.federation.recorder import NUM_EXAMPLES, PARTITION_ID, scalar
+from fedgen.federation.recorder import NUM_EXAMPLES, PARTITION_ID, RecordingGrid, scalar
+from fedgen.federation.workflow import Workflow, run_fit_workflow
 from fedgen.models import Model, loss_and_accuracy
 
 LOCAL_EPOCHS = "local-epochs"
@@ -96,16 +97,31 @@ def make_server_app(
     num_rounds: int,
     local_epochs: int,
     record: Callable[[Grid], Grid],
+    fit_workflow: Workflow | None = None,
+    num_clients: int = 0,
 ) -> ServerApp:
     """Build the ServerApp that runs ``strategy`` for ``num_rounds`` from ``initial``.
 
     ``record`` wraps the Grid the backend provides (the recorder), so that everything the
-    strategy and its wrappers send and receive crosses it.
+    strategy and its wrappers send and receive crosses it. With a ``fit_workflow`` (a
+    defense's, e.g. SecAgg+) the ServerApp runs Flower's DefaultWorkflow around it over all
+    ``num_clients`` instead (:mod:`fedgen.federation.workflow`); ``strategy`` is not used.
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        if fit_workflow is not None:
+            recording = record(grid)
+            try:
+                config = {LOCAL_EPOCHS: local_epochs}
+                run_fit_workflow(
+                    recording, context, fit_workflow, initial, num_rounds, config, num_clients
+                )
+            finally:
+                if isinstance(recording, RecordingGrid):
+                    recording.close()  # ends the legacy client manager's polling thread
+            return
         strategy.start(
             grid=record(grid),
             initial_arrays=to_record(initial),

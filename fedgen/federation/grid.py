@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import traceback
 from collections.abc import Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.app.message import make_message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
@@ -24,6 +26,9 @@ class InProcessGrid(Grid):
     Each node has its own persistent ``Context`` with ``partition-id``/``num-partitions`` in its
     node config, as in Flower's simulation engine. As there, an exception in the ClientApp
     becomes an error reply (``CLIENT_APP_RAISED_EXCEPTION``) for the strategy to handle.
+    Each node gets a private deep copy of the message's content, as if it had crossed the wire:
+    strategies send one content object to every node, and a client (e.g. SecAgg+'s mod, which
+    pops the stage from its config) may change what it received.
     """
 
     def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int) -> None:
@@ -87,8 +92,9 @@ class InProcessGrid(Grid):
                 Error(code=ErrorCode.UNKNOWN, reason=f"no node {msg.metadata.dst_node_id}"),
                 reply_to=msg,
             )
+        delivered = make_message(copy.deepcopy(msg.metadata), copy.deepcopy(msg.content))
         try:
-            reply = self._client_app(msg, context)
+            reply = self._client_app(delivered, context)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             return Message(

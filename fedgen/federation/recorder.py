@@ -8,15 +8,17 @@ are handed to the strategy in partition-id order, whatever order the backend del
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 
 from flwr.app import Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+from flwr.supercore.run import Run, RunNotRunningException
 
 from fedgen.core.errors import FederationError
 from fedgen.core.records import FederationResult, Params, RoundRecord
+from fedgen.defenses.base import PARAM_NAMES
 from fedgen.federation.arrays import from_record
 
 log = logging.getLogger("fedgen")
@@ -25,6 +27,13 @@ PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
 SERVER_ROUND = "server-round"
 _CLIENT_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# Flower's legacy FitIns/FitRes layout, which a fit workflow (e.g. SecAgg+) exchanges.
+FITINS_CONFIG = "fitins.config"
+FITRES_PARAMETERS = "fitres.parameters"
+FITRES_NUM_EXAMPLES = "fitres.num_examples"
+FITRES_METRICS = "fitres.metrics"
+
+_Trained = tuple[tuple[Params, ...], tuple[int, ...], bool]
 
 
 def scalar(value: object) -> float:
@@ -42,6 +51,13 @@ class RecordingGrid(Grid):
     aggregation (and after any server-side wrapper) and each client's metrics of it. Any
     error reply, or a missing reply, raises :class:`FederationError` naming the client and
     its reason (Flower itself would log it and carry on with fewer clients).
+
+    Under a fit workflow (Flower's legacy ``fitins``/``fitres`` layout) the train exchange
+    that carries the parameters is recorded the same way if the replies hold them in the
+    clear; if they hold none (SecAgg+: each upload is a masked vector, and only the sum of
+    all of them can be unmasked) the round is recorded as ``aggregate_only``, with no client
+    parameters. The protocol's other exchanges (keys, shares) carry no model and are not
+    recorded.
     """
 
     def __init__(self, grid: Grid, num_clients: int, num_rounds: int) -> None:
@@ -49,7 +65,8 @@ class RecordingGrid(Grid):
         self.num_clients = num_clients
         self.num_rounds = num_rounds
         self.rounds: list[RoundRecord] = []
-        self._trained: dict[int, tuple[tuple[Params, ...], tuple[int, ...]]] = {}
+        self._trained: dict[int, _Trained] = {}
+        self._closed = False
 
     # The Grid interface, delegated.
     def set_run(self, run: Run) -> None:
@@ -63,7 +80,13 @@ class RecordingGrid(Grid):
         return self._grid.create_message(*args, **kwargs)  # type: ignore[arg-type]
 
     def get_node_ids(self) -> Iterable[int]:
+        if self._closed:
+            raise RunNotRunningException
         return self._grid.get_node_ids()
+
+    def close(self) -> None:
+        """End the run for whoever still polls the nodes (Flower's legacy client manager)."""
+        self._closed = True
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self._grid.push_messages(messages)
@@ -80,10 +103,9 @@ class RecordingGrid(Grid):
             kind = sent[0].metadata.message_type
             server_round = _round(sent[0])
             if kind.startswith("train"):
-                self._trained[server_round] = (
-                    tuple(from_record(m.content.array_records["arrays"]) for m in replies),
-                    tuple(int(scalar(_metrics(m)[NUM_EXAMPLES])) for m in replies),
-                )
+                trained = _uploads(sent[0], replies)
+                if trained is not None:
+                    self._trained[server_round] = trained
             elif kind.startswith("evaluate"):
                 self._close_round(server_round, sent[0], replies)
         return replies
@@ -95,10 +117,12 @@ class RecordingGrid(Grid):
     def _close_round(self, server_round: int, sent: Message, replies: list[Message]) -> None:
         if server_round not in self._trained:
             raise FederationError(f"round {server_round}: evaluated before any client trained")
-        clients, counts = self._trained.pop(server_round)
+        clients, counts, aggregate_only = self._trained.pop(server_round)
         global_params = from_record(sent.content.array_records["arrays"])
         metrics = _round_metrics([_metrics(m) for m in replies])
-        self.rounds.append(RoundRecord(server_round, global_params, clients, counts, metrics))
+        self.rounds.append(
+            RoundRecord(server_round, global_params, clients, counts, metrics, aggregate_only)
+        )
         log.info(
             "round %d/%d  train loss %.4f acc %.4f | test loss %.4f acc %.4f",
             server_round,
@@ -123,11 +147,43 @@ class RecordingGrid(Grid):
                 f"round {server_round} ({phase}): {len(replies)} of {len(sent)} clients "
                 "replied; the others timed out or were lost"
             )
-        return sorted(replies, key=lambda m: int(scalar(_metrics(m)[PARTITION_ID])))
+        return sorted(replies, key=_partition)
+
+
+def _uploads(sent: Message, replies: list[Message]) -> _Trained | None:
+    """What a train exchange shows the server: client models (if in the clear) and counts."""
+    config = sent.content.config_records.get(FITINS_CONFIG)
+    if config is None:
+        if not sent.content.array_records:
+            return None  # a key or share exchange of a secure-aggregation protocol: no model
+        return (
+            tuple(from_record(m.content.array_records["arrays"]) for m in replies),
+            tuple(int(scalar(_metrics(m)[NUM_EXAMPLES])) for m in replies),
+            False,
+        )
+    names = json.loads(str(config[PARAM_NAMES]))
+    uploads = [from_record(m.content.array_records[FITRES_PARAMETERS]) for m in replies]
+    counts = tuple(
+        int(scalar(m.content.metric_records[FITRES_NUM_EXAMPLES]["num_examples"])) for m in replies
+    )
+    if not all(uploads):
+        return (), counts, True
+    return tuple(dict(zip(names, p.values(), strict=True)) for p in uploads), counts, False
+
+
+def _partition(reply: Message) -> int:
+    """The reply's partition id, if it carries one in the clear, else its node id."""
+    content = reply.content
+    metrics = content.metric_records.get("metrics") or content.config_records.get(FITRES_METRICS)
+    if metrics is None or PARTITION_ID not in metrics:
+        return int(reply.metadata.src_node_id)
+    return int(scalar(metrics[PARTITION_ID]))
 
 
 def _round(msg: Message) -> int:
     config = msg.content.config_records.get("config")
+    if config is None:
+        config = msg.content.config_records.get(FITINS_CONFIG)
     if config is None or SERVER_ROUND not in config:
         return 0
     return int(scalar(config[SERVER_ROUND]))
