@@ -33,7 +33,7 @@ def test_the_presets_the_issue_names_exist() -> None:
 def test_preset_composes(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
     cfg = compose_cfg(f"experiment={name}")
     assert cfg.dataset.n_snps >= 100
-    if name.startswith("leaky"):
+    if name.startswith("leaky"):  # learnable_leaky has its own size
         assert (cfg.dataset.n_individuals, cfg.dataset.n_snps) == (1000, 5000)
     if name.endswith("_fit"):
         assert cfg.model.learning_rate == "constant"
