@@ -318,3 +318,13 @@ def test_mlp_federation_is_bit_identical_on_both_backends(tiny_cohort: Cohort) -
     assert np.abs(inproc.initial_params["W1"]).max() > 0
     assert not np.array_equal(inproc.final_params["W1"], inproc.initial_params["W1"])
     gc.collect()  # Ray's leaked handles, under this test's filter
+
+
+def test_attacks_on_client_models_under_secagg_fail_before_training(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = compose_cfg("defense=secagg", "attack=observers", "tracking=none")
+    with pytest.raises(ConfigError, match="mia_server, gmia_server .* only the aggregate"):
+        _experiment(cfg, tmp_path)
+    exp = _experiment(compose_cfg("defense=secagg", "attack=[mia,gmia]", "tracking=none"), tmp_path)
+    assert exp.params["defense"] == "secagg"

@@ -197,6 +197,9 @@ class SecAgg(BaseDefense):
         on the federation (``num_shares`` vs ``num_clients``, ``max_weight``) when it starts.
     """
 
+    # The server receives only the sum of the updates: no attack can score a client's model.
+    hides_client_updates = True
+
     def __init__(
         self,
         name: str = "secagg",

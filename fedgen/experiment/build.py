@@ -82,6 +82,8 @@ def build_experiment(
         )
     params = flatten({str(k): v for k, v in resolved.items() if k != "hydra"})
     params["attack"] = ",".join(a.name for a in attacks) or "none"
+    params["defense"] = ",".join(d.name for d in training.defenses) or "none"
+    _check_observers(training, attacks)
     params["evaluation"] = evaluation.name
     return Experiment(
         training=training,
@@ -131,6 +133,18 @@ def build_training(cfg: DictConfig) -> Training:
         model=model,
         defenses=defenses,
     )
+
+
+def _check_observers(training: Training, attacks: Sequence[Any]) -> None:
+    """Fail before training when an attack needs client models a defense hides from the server."""
+    hiding = [d.name for d in training.defenses if getattr(d, "hides_client_updates", False)]
+    needing = [a.name for a in attacks if getattr(a, "model", None) == "client"]
+    if hiding and needing:
+        raise ConfigError(
+            f"attack(s) {', '.join(needing)} attack each client's returned model, but with "
+            f"defense {', '.join(hiding)} the server sees only the aggregate; set "
+            f"attack.<name>.model=global, or attack=[mia,gmia]"
+        )
 
 
 def training_material(resolved: Mapping[Any, Any]) -> dict[str, Any]:
