@@ -124,10 +124,11 @@ def _check_experiment(cfg: DictConfig, exp: Experiment, tmp_path: Path) -> None:
     assert (exp.cache is not None) is resolved["cache"]
     if exp.cache is not None and resolved["cache_dir"] is not None:
         assert exp.cache.directory == Path(resolved["cache_dir"])
-    # Logged as MLflow params: the flattened config, with the attack list and evaluation name.
+    # Logged as MLflow params: the flattened config, the attack and defense lists, evaluation.
     assert exp.params == {
         **flatten(resolved),
         "attack": ",".join(attacks) or "none",
+        "defense": ",".join(resolved.get("defense") or {}) or "none",
         "evaluation": exp.evaluation.name,
     }
 
