@@ -48,7 +48,7 @@ from fedgen.core.errors import ConfigError
 from fedgen.core.seeding import child_rng
 from fedgen.defenses.accounting import ACCOUNTANT, gaussian_epsilon
 from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape
-from fedgen.models import Model
+from fedgen.models import Model, ModelWrapper
 from fedgen.models.base import Params, flatten
 
 ROUND_KEY = "dp_sgd_round"
@@ -241,7 +241,7 @@ class DPSGD(BaseDefense):
         )
 
 
-class DPSGDModel:
+class DPSGDModel(ModelWrapper):
     """A :class:`~fedgen.models.Model` whose ``fit`` is DP-SGD on the inner model's gradients.
 
     Everything but ``fit`` is the inner model's. The state a client keeps is only the round
@@ -249,24 +249,8 @@ class DPSGDModel:
     """
 
     def __init__(self, inner: Model, defense: DPSGD) -> None:
-        self.inner = inner
+        super().__init__(inner, defense.name)
         self.defense = defense
-        self.name = f"{inner.name}+{defense.name}"
-        self.linear = inner.linear
-
-    def init_params(self, n_features: int, seed: int) -> Params:
-        return self.inner.init_params(n_features, seed)
-
-    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        return self.inner.decision_function(params, X)
-
-    def per_sample_gradients(
-        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
-    ) -> NDArray[np.float64]:
-        return self.inner.per_sample_gradients(params, X, y)
-
-    def gradient_norm_bound(self, n_features: int, max_value: float) -> float | None:
-        return self.inner.gradient_norm_bound(n_features, max_value)
 
     def fit(
         self,

@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 
 from fedgen.core.errors import ConfigError
 from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape
-from fedgen.models import Model
+from fedgen.models import Model, ModelWrapper
 from fedgen.models.base import Params
 
 # The parameter each model family reads input column j through, by row: coef[j] or W1[j, :].
@@ -143,31 +143,15 @@ class SNPSuppression(BaseDefense):
         return None
 
 
-class SuppressedModel:
+class SuppressedModel(ModelWrapper):
     """A :class:`~fedgen.models.Model` whose ``fit`` zeroes the client's suppressed SNPs.
 
     Everything but ``fit`` is the inner model's (evaluation and attacks see all SNPs).
     """
 
     def __init__(self, inner: Model, defense: SNPSuppression) -> None:
-        self.inner = inner
+        super().__init__(inner, defense.name)
         self.defense = defense
-        self.name = f"{inner.name}+{defense.name}"
-        self.linear = inner.linear
-
-    def init_params(self, n_features: int, seed: int) -> Params:
-        return self.inner.init_params(n_features, seed)
-
-    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        return self.inner.decision_function(params, X)
-
-    def per_sample_gradients(
-        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
-    ) -> NDArray[np.float64]:
-        return self.inner.per_sample_gradients(params, X, y)
-
-    def gradient_norm_bound(self, n_features: int, max_value: float) -> float | None:
-        return self.inner.gradient_norm_bound(n_features, max_value)
 
     def fit(
         self,

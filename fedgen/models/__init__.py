@@ -1,12 +1,20 @@
 """Models behind one interface: initial parameters, local training, probabilities, gradients."""
 
-from fedgen.models.base import Model, Params, flatten, loss_and_accuracy, num_parameters
+from fedgen.models.base import (
+    Model,
+    ModelWrapper,
+    Params,
+    flatten,
+    loss_and_accuracy,
+    num_parameters,
+)
 from fedgen.models.linear import SGDLogistic
 from fedgen.models.mlp import MLP
 
 __all__ = [
     "MLP",
     "Model",
+    "ModelWrapper",
     "Params",
     "SGDLogistic",
     "flatten",

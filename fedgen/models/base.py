@@ -92,6 +92,33 @@ class Model(Protocol):
         ...
 
 
+class ModelWrapper:
+    """A model that changes how ``inner`` trains (a defense's ``fit``) and nothing else.
+
+    Subclasses override ``fit``; initial parameters, decision values, per-sample gradients and
+    the gradient bound stay the inner model's, so evaluation and attacks see the same model.
+    """
+
+    def __init__(self, inner: Model, suffix: str) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}+{suffix}"
+        self.linear = inner.linear
+
+    def init_params(self, n_features: int, seed: int) -> Params:
+        return self.inner.init_params(n_features, seed)
+
+    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self.inner.decision_function(params, X)
+
+    def per_sample_gradients(
+        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
+    ) -> NDArray[np.float64]:
+        return self.inner.per_sample_gradients(params, X, y)
+
+    def gradient_norm_bound(self, n_features: int, max_value: float) -> float | None:
+        return self.inner.gradient_norm_bound(n_features, max_value)
+
+
 def flatten(params: Params) -> NDArray[np.float64]:
     """All parameters in one float64 vector (d,), in ``params``' order, each raveled."""
     return np.concatenate([np.ravel(a) for a in params.values()]).astype(np.float64, copy=False)
