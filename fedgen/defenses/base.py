@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from flwr.app import Context, Message
 
+from fedgen.core.errors import ConfigError
 from fedgen.core.seeding import child_rng
 from fedgen.models import Model
 
@@ -137,6 +138,23 @@ class BaseDefense:
 
     def fit_workflow(self, seed: int, shape: TrainingShape) -> Any | None:
         return None
+
+
+def number(name: str, key: str, value: Any, fix: str) -> float:
+    """``defense.<name>.<key>`` as a float, or one ConfigError naming it and ``fix``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"defense.{name}.{key}={value!r} must be a number; {fix}")
+    return float(value)
+
+
+def check_delta(name: str, delta: Any) -> float:
+    """The delta a defense reports epsilon at: a number in (0, 1)."""
+    d = number(name, "delta", delta, "e.g. 1e-5")
+    if not 0 < d < 1:
+        raise ConfigError(
+            f"defense.{name}.delta={delta!r} must be in (0, 1), e.g. 1e-5 (below 1/records)"
+        )
+    return d
 
 
 def defense_rng(seed: int, defense: str, msg: Message, context: Context) -> np.random.Generator:

@@ -54,7 +54,7 @@ from flwr.supercore.differential_privacy import compute_adaptive_noise_params, c
 from fedgen.core.errors import ConfigError
 from fedgen.core.seeding import child_rng
 from fedgen.defenses.accounting import ACCOUNTANT, gaussian_epsilon
-from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape
+from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape, check_delta, number
 
 CLIPPING = ("fixed", "adaptive")
 
@@ -183,12 +183,6 @@ class SeededServerSideAdaptiveClipping(DifferentialPrivacyServerSideAdaptiveClip
         return float(rng.normal(total - count, self.clipped_count_stddev)) / float(total)
 
 
-def _number(name: str, key: str, value: Any, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"defense.{name}.{key}={value!r} must be a number; {fix}")
-    return float(value)
-
-
 class CentralDP(BaseDefense):
     """Client-level central DP: the server clips each update and noises the average.
 
@@ -250,7 +244,7 @@ class CentralDP(BaseDefense):
         delta: float = 1e-5,
     ) -> None:
         super().__init__(name)
-        z = _number(name, "noise_multiplier", noise_multiplier, "e.g. 1.0")
+        z = number(name, "noise_multiplier", noise_multiplier, "e.g. 1.0")
         if not (math.isfinite(z) and z >= 0):
             raise ConfigError(
                 f"defense.{name}.noise_multiplier={noise_multiplier!r} must be finite and >= 0 "
@@ -261,16 +255,12 @@ class CentralDP(BaseDefense):
                 f"defense.{name}.clipping={clipping!r} must be one of {', '.join(CLIPPING)}"
             )
         if clip_norm is not None:
-            c = _number(name, "clip_norm", clip_norm, "e.g. 1.0, or .inf for no clipping")
+            c = number(name, "clip_norm", clip_norm, "e.g. 1.0, or .inf for no clipping")
             if not c > 0:
                 raise ConfigError(
                     f"defense.{name}.clip_norm={clip_norm!r} must be > 0 (.inf: no clipping)"
                 )
-        d = _number(name, "delta", delta, "e.g. 1e-5")
-        if not 0 < d < 1:
-            raise ConfigError(
-                f"defense.{name}.delta={delta!r} must be in (0, 1), e.g. 1e-5 (below 1/records)"
-            )
+        d = check_delta(name, delta)
         self.noise_multiplier = z
         self.clipping = clipping
         self.delta = d
@@ -298,7 +288,7 @@ class CentralDP(BaseDefense):
             return
         start = initial_clip_norm if initial_clip_norm is not None else self.clip_norm
         start = 0.1 if start is None else start
-        c0 = _number(name, "initial_clip_norm", start, "e.g. 0.1")
+        c0 = number(name, "initial_clip_norm", start, "e.g. 0.1")
         if not (math.isfinite(c0) and c0 > 0):
             raise ConfigError(
                 f"defense.{name}.initial_clip_norm={start!r} must be finite and > 0 (e.g. 0.1)"
@@ -312,7 +302,7 @@ class CentralDP(BaseDefense):
                 f"defense.{name}.initial_clip_norm={initial_clip_norm!r} contradicts "
                 f"clip_norm={clip_norm!r} under clipping=adaptive; set only initial_clip_norm"
             )
-        q = _number(
+        q = number(
             name, "target_quantile", 0.5 if target_quantile is None else target_quantile, "e.g. 0.5"
         )
         if not 0 <= q <= 1:
@@ -320,15 +310,13 @@ class CentralDP(BaseDefense):
                 f"defense.{name}.target_quantile={target_quantile!r} must be in [0, 1] "
                 "(the share of updates left unclipped, e.g. 0.5)"
             )
-        lr = _number(
-            name, "clip_norm_lr", 0.2 if clip_norm_lr is None else clip_norm_lr, "e.g. 0.2"
-        )
+        lr = number(name, "clip_norm_lr", 0.2 if clip_norm_lr is None else clip_norm_lr, "e.g. 0.2")
         if not (math.isfinite(lr) and lr > 0):
             raise ConfigError(
                 f"defense.{name}.clip_norm_lr={clip_norm_lr!r} must be finite and > 0 (e.g. 0.2)"
             )
         if clipped_count_stddev is not None:
-            s = _number(name, "clipped_count_stddev", clipped_count_stddev, "e.g. 1.0")
+            s = number(name, "clipped_count_stddev", clipped_count_stddev, "e.g. 1.0")
             if not (math.isfinite(s) and s >= 0):
                 raise ConfigError(
                     f"defense.{name}.clipped_count_stddev={clipped_count_stddev!r} must be "

@@ -39,7 +39,6 @@ the client's kept state. Nothing reads the global ``np.random``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +46,7 @@ from numpy.typing import NDArray
 from fedgen.core.errors import ConfigError
 from fedgen.core.seeding import child_rng
 from fedgen.defenses.accounting import ACCOUNTANT, gaussian_epsilon
-from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape
+from fedgen.defenses.base import BaseDefense, PrivacyAccount, TrainingShape, check_delta, number
 from fedgen.models import Model, ModelWrapper
 from fedgen.models.base import Params, flatten
 
@@ -74,12 +73,6 @@ def clip_rows(grads: NDArray[np.float64], clip_norm: float) -> NDArray[np.float6
     over = norms > clip_norm
     scale[over] = clip_norm / norms[over]
     return np.asarray(grads * scale[:, None], dtype=np.float64)
-
-
-def _number(name: str, key: str, value: Any, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"defense.{name}.{key}={value!r} must be a number; {fix}")
-    return float(value)
 
 
 class DPSGD(BaseDefense):
@@ -123,10 +116,10 @@ class DPSGD(BaseDefense):
         delta: float = 1e-5,
     ) -> None:
         super().__init__(name)
-        c = _number(name, "clip_norm", clip_norm, "e.g. 1.0 (.inf: no clipping)")
+        c = number(name, "clip_norm", clip_norm, "e.g. 1.0 (.inf: no clipping)")
         if not c > 0:
             raise ConfigError(f"defense.{name}.clip_norm={clip_norm!r} must be > 0, e.g. 1.0")
-        z = _number(name, "noise_multiplier", noise_multiplier, "e.g. 1.0")
+        z = number(name, "noise_multiplier", noise_multiplier, "e.g. 1.0")
         if not (math.isfinite(z) and z >= 0):
             raise ConfigError(
                 f"defense.{name}.noise_multiplier={noise_multiplier!r} must be finite and >= 0 "
@@ -150,26 +143,22 @@ class DPSGD(BaseDefense):
                 f"defense.{name}.batch_size={batch_size!r} must be a positive integer, e.g. 64"
             )
         if sampling_rate is not None:
-            q = _number(name, "sampling_rate", sampling_rate, "e.g. 0.01")
+            q = number(name, "sampling_rate", sampling_rate, "e.g. 0.01")
             if not 0 < q <= 1:
                 raise ConfigError(
                     f"defense.{name}.sampling_rate={sampling_rate!r} must be in (0, 1], e.g. 0.01"
                 )
-        lr = _number(name, "learning_rate", learning_rate, "e.g. 0.01")
+        lr = number(name, "learning_rate", learning_rate, "e.g. 0.01")
         if not (math.isfinite(lr) and lr > 0):
             raise ConfigError(
                 f"defense.{name}.learning_rate={learning_rate!r} must be finite and > 0, e.g. 0.01"
             )
-        wd = _number(name, "weight_decay", weight_decay, "e.g. 0.0")
+        wd = number(name, "weight_decay", weight_decay, "e.g. 0.0")
         if not (math.isfinite(wd) and wd >= 0):
             raise ConfigError(
                 f"defense.{name}.weight_decay={weight_decay!r} must be finite and >= 0 (0: none)"
             )
-        d = _number(name, "delta", delta, "e.g. 1e-5")
-        if not 0 < d < 1:
-            raise ConfigError(
-                f"defense.{name}.delta={delta!r} must be in (0, 1), e.g. 1e-5 (below 1/records)"
-            )
+        d = check_delta(name, delta)
         self.clip_norm = c
         self.noise_multiplier = z
         self.batch_size = batch_size
