@@ -86,20 +86,15 @@ def test_central_dp_without_noise_or_clipping_is_fedavg(tiny_cohort: Cohort, mod
     dp = _train(
         tiny_cohort, [CentralDP(noise_multiplier=0.0, clip_norm=INF)], model=model, rounds=3
     )
-    # Round 1 is bit for bit: no noise, clipping by 1, and the same FedAvg.
-    for k in plain.rounds[0].global_params:
-        np.testing.assert_array_equal(
-            dp.rounds[0].global_params[k], plain.rounds[0].global_params[k]
-        )
-    # Later rounds only within rounding: Flower's clipping rebuilds every reply as
-    # theta + (theta_k - theta), which is not theta_k in floating point once theta != 0, and the
-    # last-bit difference is carried (and amplified a little) by the next rounds' SGD.
+    # Bit for bit in every round: no noise, no clipping (replies aggregated as received), and
+    # the same FedAvg.
     for a, b in zip(plain.rounds, dp.rounds, strict=True):
-        assert a.metrics == pytest.approx(b.metrics, rel=1e-9)
+        assert a.metrics == b.metrics
         for k in a.global_params:
-            np.testing.assert_allclose(
-                b.global_params[k], a.global_params[k], rtol=1e-9, atol=1e-12
-            )
+            np.testing.assert_array_equal(b.global_params[k], a.global_params[k])
+        for ca, cb in zip(a.client_params, b.client_params, strict=True):
+            for k in ca:
+                np.testing.assert_array_equal(cb[k], ca[k])
 
 
 @pytest.fixture(scope="module")

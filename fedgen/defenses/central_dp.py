@@ -49,6 +49,7 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
+from flwr.serverapp.strategy.dp_fixed_clipping import validate_replies
 from flwr.supercore.differential_privacy import compute_adaptive_noise_params, compute_stdv
 
 from fedgen.core.errors import ConfigError
@@ -106,9 +107,26 @@ class SeededServerSideFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     def aggregate_train(
         self, server_round: int, replies: Any
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's clip, aggregate and noise; the round picks the noise stream."""
+        """Flower's clip, aggregate and noise; the round picks the noise stream.
+
+        With ``clipping_norm = inf`` there is nothing to clip, and the replies are aggregated
+        as received: Flower would rebuild each as ``theta + (theta_k - theta)``, which is not
+        ``theta_k`` in floating point, so sigma = 0 would not be FedAvg bit for bit.
+        """
         self._round = server_round
-        return super().aggregate_train(server_round, replies)
+        if not math.isinf(self.clipping_norm):
+            return super().aggregate_train(server_round, replies)
+        replies_list = list(replies)
+        event = self._pop_pending_event(server_round)
+        strict = self.accountant is not None
+        if not validate_replies(replies_list, self.num_sampled_clients, strict=strict):
+            return None, None
+        self._validate_uniform_weights(replies_list)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies_list)
+        if arrays:
+            arrays = self._add_noise_to_aggregated_arrays(arrays)
+            self._compose_release(event)
+        return arrays, metrics
 
     def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
         stdv = _stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)

@@ -43,19 +43,26 @@ def epsilon_from_rates(tpr: float, fpr: float, delta: float) -> float:
 
 
 def _best_threshold(scores: NDArray[np.float64], truth: NDArray[np.bool_], delta: float) -> float:
-    """The threshold (call positive at score >= t) with the largest point-estimate epsilon."""
+    """The threshold (call positive at score >= t) with the largest point-estimate epsilon.
+
+    A pseudo-count on the false positives keeps a threshold with none from winning by chance.
+    Ties go to the highest threshold (the first cut in descending score order).
+    """
     pos, neg = int(truth.sum()), int((~truth).sum())
     order = np.argsort(-scores, kind="stable")
     s, t = scores[order], truth[order]
-    tp, fp = np.cumsum(t), np.cumsum(~t)
-    last = np.r_[s[1:] != s[:-1], True]  # only cut between distinct scores
-    best, best_t = -1.0, float(s[0]) if s.size else 0.0
-    for i in np.flatnonzero(last):
-        # A pseudo-count keeps a threshold with no false positive from winning by chance.
-        eps = epsilon_from_rates(tp[i] / pos, (fp[i] + 1) / (neg + 1), delta)
-        if eps > best:
-            best, best_t = eps, float(s[i])
-    return best_t
+    cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # only between distinct scores
+    if cuts.size == 0:
+        return 0.0
+    tpr = np.cumsum(t)[cuts] / max(pos, 1)
+    fpr = (np.cumsum(~t)[cuts] + 1) / (neg + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        above = np.where(tpr - delta > 0, np.log((tpr - delta) / fpr), 0.0)
+        below = np.where(
+            (tpr < 1) & (1 - fpr - delta > 0), np.log((1 - fpr - delta) / (1 - tpr)), 0.0
+        )
+    eps = np.maximum(0.0, np.maximum(above, below))
+    return float(s[cuts[int(np.argmax(eps))]])
 
 
 def epsilon_lower_bound(

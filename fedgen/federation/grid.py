@@ -6,6 +6,7 @@ import copy
 import itertools
 import traceback
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.app.message import make_message
@@ -26,7 +27,7 @@ class InProcessGrid(Grid):
     Each node has its own persistent ``Context`` with ``partition-id``/``num-partitions`` in its
     node config, as in Flower's simulation engine. As there, an exception in the ClientApp
     becomes an error reply (``CLIENT_APP_RAISED_EXCEPTION``) for the strategy to handle.
-    Each node gets a private deep copy of the message's content, as if it had crossed the wire:
+    Each node gets a private copy of the message's content, as if it had crossed the wire:
     strategies send one content object to every node, and a client (e.g. SecAgg+'s mod, which
     pops the stage from its config) may change what it received.
     """
@@ -92,7 +93,7 @@ class InProcessGrid(Grid):
                 Error(code=ErrorCode.UNKNOWN, reason=f"no node {msg.metadata.dst_node_id}"),
                 reply_to=msg,
             )
-        delivered = make_message(copy.deepcopy(msg.metadata), copy.deepcopy(msg.content))
+        delivered = make_message(copy.copy(msg.metadata), _private_copy(msg.content))
         try:
             reply = self._client_app(delivered, context)
         except Exception as exc:
@@ -102,3 +103,17 @@ class InProcessGrid(Grid):
             )
         reply.metadata.__dict__["_message_id"] = f"r{next(self._ids)}"
         return reply
+
+
+def _private_copy(content: RecordDict) -> RecordDict:
+    """``content`` with every record's mapping (and list value) copied, arrays shared.
+
+    Enough for a client to add, change or remove entries without the sender or the other nodes
+    seeing it; an ``Array``'s bytes are immutable, so sharing them is safe. A deep copy of the
+    whole message costs ~60,000 Python calls per default run.
+    """
+    out = RecordDict()
+    for key, record in content.items():
+        values: dict[str, Any] = {k: copy.copy(v) for k, v in record.items()}
+        out[key] = type(record)(values)
+    return out
