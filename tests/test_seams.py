@@ -324,7 +324,7 @@ def test_attacks_on_client_models_under_secagg_fail_before_training(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     cfg = compose_cfg("defense=secagg", "attack=observers", "tracking=none")
-    with pytest.raises(ConfigError, match="mia_server, gmia_server .* only the aggregate"):
+    with pytest.raises(ConfigError, match=r"mia_server, gmia_server .* only the aggregate"):
         _experiment(cfg, tmp_path)
     exp = _experiment(compose_cfg("defense=secagg", "attack=[mia,gmia]", "tracking=none"), tmp_path)
     assert exp.params["defense"] == "secagg"
