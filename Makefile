@@ -42,6 +42,7 @@ check: test ## alias of test
 bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_defenses.py
 
 docs-figures: install ## regenerate the README's figures (docs/*.png) from the default experiment
 	rm -rf .docs-run
