@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedgen.attacks.membership import MembershipAttack
-from fedgen.attacks.signals import gradient_norms
+from fedgen.attacks.signals import gradient_norms, log_gradient_norms
 from fedgen.attacks.views import MembershipView
 from fedgen.core.records import AttackResult
 
@@ -43,4 +43,9 @@ class GradientNormMIA(MembershipAttack):
         )
         bound = view.model.gradient_norm_bound(view.records.shape[1], GENOTYPE_MAX)
         scores = norms / bound if bound is not None else norms / (1.0 + norms)
-        return AttackResult(self.name, np.asarray(scores, np.float64), False)
+        # Ranked by -log ||g|| computed in log space: the residual sigmoid(z) - y rounds to
+        # exactly 0 for confidently fitted candidates, tying them; its logarithm does not.
+        log_norms = log_gradient_norms(
+            view.model, view.server, self.model, view.records, view.labels, view.clients
+        )
+        return AttackResult(self.name, np.asarray(scores, np.float64), False, ranks=-log_norms)

@@ -33,4 +33,8 @@ class ConfidenceMIA(MembershipAttack):
         """Score each candidate by the confidence in its true label."""
         z = decision_values(view.model, view.server, self.model, view.records, view.clients)
         signed = np.where(view.labels == 1, z, -z)
-        return AttackResult(self.name, np.asarray(expit(signed), np.float64), True)
+        # The margin orders candidates as the confidence would in exact arithmetic; the
+        # confidence itself rounds to exactly 1.0 once the margin passes ~37.
+        return AttackResult(
+            self.name, np.asarray(expit(signed), np.float64), True, ranks=np.asarray(signed)
+        )

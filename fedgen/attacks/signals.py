@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit, log_expit
 
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult, Params
@@ -72,6 +73,37 @@ def decision_values(
     out = np.empty(X.shape[0])
     for params, rows in attacked_params(server, choice, clients):
         out[rows] = model.decision_function(params, X[rows])
+    return out
+
+
+def log_gradient_norms(
+    model: Model,
+    server: FederationResult,
+    choice: ModelChoice,
+    X: NDArray[np.float64],
+    y: NDArray[np.integer],
+    clients: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """``log ||g||`` of each target's log-loss gradient, without rounding it to ``log 0``.
+
+    For a binary model with logit ``z``, every parameter's loss gradient is the residual times
+    that parameter's gradient of ``z``: ``g = (sigmoid(z) - y) grad z``. So ``log ||g|| =
+    log sigmoid(-m) + log ||grad z||`` with the signed margin ``m = z`` for ``y = 1`` and
+    ``-z`` for ``y = 0``; ``log sigmoid`` is computed directly (``log_expit``), and ``grad z``
+    is read from the gradient at the label whose residual is at least 1/2 in size (so dividing
+    by it loses nothing). Float64 (n,); finite even where ``||g||`` rounds to 0.
+    """
+    out = np.empty(X.shape[0])
+    for params, rows in attacked_params(server, choice, clients):
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            part = rows[start : start + CHUNK_ROWS]
+            z = model.decision_function(params, X[part])
+            easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
+            g = model.per_sample_gradients(params, X[part], easy)
+            residual = np.where(easy == 1, expit(-z), expit(z))
+            log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
+            margin = np.where(y[part] == 1, z, -z)
+            out[part] = log_expit(-margin) + log_grad_z
     return out
 
 

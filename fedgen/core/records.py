@@ -159,12 +159,18 @@ class AttackResult:
     rules : dict of str to ndarray of int8, shape (n,)
         Threshold-free side rules: a call 0/1 per target, or -1 where the rule says nothing
         (e.g. ``sign_rule``: the label read from the sign of the bias gradient).
+    ranks : ndarray of float64, shape (n,), optional
+        The same statistic computed stably (log space, margins), higher meaning more likely
+        positive: orders the targets as exact arithmetic would where ``scores`` has rounded
+        to ties (a confidence of exactly 1.0, a residual of exactly 0). ROC, AUC and TPR at
+        low FPR use it; the threshold still applies to ``scores``.
     """
 
     name: str
     scores: NDArray[np.float64]
     higher_is_positive: bool
     rules: dict[str, NDArray[np.int8]] = field(default_factory=dict)
+    ranks: NDArray[np.float64] | None = None
 
     def predict(self, threshold: float) -> NDArray[np.bool_]:
         """The attack's calls at ``threshold``, bool (n,)."""
@@ -174,5 +180,10 @@ class AttackResult:
 
     @property
     def oriented_scores(self) -> NDArray[np.float64]:
-        """Scores with higher meaning more likely positive (for ROC and AUC), float64 (n,)."""
+        """Scores with higher meaning more likely positive (for ROC and AUC), float64 (n,).
+
+        The stable ``ranks`` where the attack provides them.
+        """
+        if self.ranks is not None:
+            return self.ranks
         return self.scores if self.higher_is_positive else -self.scores
