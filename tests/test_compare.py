@@ -129,8 +129,8 @@ def test_sweep_dir_selects_its_finished_jobs(
     assert [Path(p).name for p in written] == [
         "summary.csv",
         "summary.md",
-        "radar.png",
         "metrics_vs_threshold.png",
+        "prf_vs_threshold.png",
         "report.html",
     ]
     assert all(Path(p).is_file() for p in written)
@@ -152,6 +152,9 @@ def test_sweep_dir_drops_parent_and_failed_runs(
     table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
     assert [r["run_name"] for r in table] == ["b seed=1", "b seed=2"]
     assert table == summary_table(_records(store, "b "))
+    # the same config under two seeds: one repeat group of n=2, never silently merged
+    (group,) = list(csv.DictReader(io.StringIO((tmp_path / "repeats.csv").read_text())))
+    assert (group["attack"], group["n_runs"], group["seeds"]) == ("gmia", "2", "1 2")
 
 
 def test_relative_sweep_dir_is_resolved(

@@ -21,7 +21,7 @@ from fedgen.reporting.report import (
     html_report,
     load_run_json,
     metric_vs_param,
-    radar_across,
+    prf_vs_threshold,
     summary_table,
     swept_params,
     to_csv,
@@ -76,7 +76,12 @@ def test_swept_params_ignore_attack_and_bookkeeping(records: list[RunRecord]) ->
 def test_summary_table_columns_order_and_cells(records: list[RunRecord]) -> None:
     table = summary_table(records)
     assert len(table) == 12
-    assert list(table[0]) == ["run_name", "attack", "seed", "threshold", *SUMMARY_METRICS]
+    assert list(table[0]) == [
+        "run_name", "run_id", "sweep_dir", "started", "attack", "seed", "threshold",
+        *SUMMARY_METRICS,
+    ]  # fmt: skip
+    for m in ("member_share", "auc_ci_low", "auc_ci_high", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001"):
+        assert m in table[0]
     # attacks in order of first appearance, then seed, threshold numeric-aware, then run name
     keys = [(r["attack"], r["seed"], r["threshold"]) for r in table]
     expected = [
@@ -112,23 +117,24 @@ def test_missing_metric_is_empty_and_none_attack_is_skipped() -> None:
     assert row["auc"] == "0.75"
     assert row["precision"] == ""
     assert row["threshold"] == "0.5"
+    assert row["run_id"] == "a" and row["started"] == row["sweep_dir"] == ""
+    # threshold is a column even when it is not swept: P/R/F1 are at it
+    (one,) = summary_table([a])
+    assert one["threshold"] == "0.5"
 
 
 def test_csv_keeps_full_repr_and_markdown_rounds(records: list[RunRecord]) -> None:
     table = summary_table(records)
     parsed = list(csv.DictReader(io.StringIO(to_csv(table))))
     assert parsed == table
-    assert to_csv(table).splitlines()[0] == "run_name,attack,seed,threshold," + ",".join(
-        SUMMARY_METRICS
-    )
+    head = "run_name,run_id,sweep_dir,started,attack,seed,threshold,"
+    assert to_csv(table).splitlines()[0] == head + ",".join(SUMMARY_METRICS)
     lines = to_markdown(table).splitlines()
-    assert (
-        lines[0] == "| run_name | attack | seed | threshold | " + " | ".join(SUMMARY_METRICS) + " |"
-    )
-    assert lines[1] == "|---|---|---|---|" + "---:|" * len(SUMMARY_METRICS)
+    assert lines[0] == "| " + " | ".join([*head.split(",")[:-1], *SUMMARY_METRICS]) + " |"
+    assert lines[1] == "|---|---|---|---|---|---|---|" + "---:|" * len(SUMMARY_METRICS)
     assert len(lines) == 2 + len(table)
     first = table[0]
-    cells = [first["run_name"], "mia", "7", "0.45"]
+    cells = [first["run_name"], first["run_id"], "", "", "mia", "7", "0.45"]
     cells += [f"{float(first[m]):.3f}" for m in SUMMARY_METRICS]
     assert lines[2] == "| " + " | ".join(cells) + " |"
     assert first["precision"] != f"{float(first['precision']):.3f}"  # CSV is not rounded
@@ -149,6 +155,10 @@ def test_run_json_round_trips_exactly(tmp_path: Path) -> None:
     back = load_run_json(path)
     assert back == rec
     assert back.metrics["m"] == 0.30000000000000004
+    dated = RunRecord("id", "n", {}, {}, started="2026-01-02T03:04:05+00:00", sweep_dir="/s")
+    path.write_text(dump_run_json(dated))
+    assert load_run_json(path) == dated
+    assert json.loads(path.read_text())["started"] == "2026-01-02T03:04:05+00:00"
 
 
 @pytest.mark.parametrize(
@@ -167,6 +177,14 @@ def test_run_json_round_trips_exactly(tmp_path: Path) -> None:
             '{"run_id": "x", "run_name": "y", "params": {}, "metrics": {"m": true}}',
             "not a run record",
         ),
+        (
+            '{"run_id": "x", "run_name": "y", "params": {}, "metrics": {}, "started": 1}',
+            "not a run record",
+        ),
+        (
+            '{"run_id": "x", "run_name": "y", "params": {}, "metrics": {}, "other": ""}',
+            "not a run record",
+        ),
     ],
 )
 def test_load_run_json_errors_name_the_file(
@@ -181,56 +199,93 @@ def test_load_run_json_errors_name_the_file(
     assert str(path) in str(info.value)
 
 
-def test_radar_across_means_per_attack(records: list[RunRecord]) -> None:
-    plot = radar_across(records, "6 runs")
-    assert plot.name == "radar"
-    assert plot.data["attacks"] == ["mia", "gmia"]
-    assert plot.data["n_runs"] == {"mia": 6, "gmia": 6}
-    assert "mean over 6 runs" in plot.figure.get_suptitle()
-    for i, attack in enumerate(("mia", "gmia")):
-        for j, m in enumerate(("precision", "recall", "f1", "auc")):
-            expected = np.mean([r.metrics[f"{attack}/{m}"] for r in records])
-            assert plot.data["values"][i, j] == pytest.approx(expected, abs=1e-12)
+def _with_ci(rec: RunRecord, low: float, high: float) -> RunRecord:
+    metrics = dict(rec.metrics)
+    for attack in rec.params["attack"].split(","):
+        metrics[f"{attack}/auc_ci_low"] = metrics[f"{attack}/auc"] - low
+        metrics[f"{attack}/auc_ci_high"] = metrics[f"{attack}/auc"] + high
+    return RunRecord(rec.run_id, rec.run_name, rec.params, metrics)
 
 
-def test_metric_vs_param_data_are_per_attack_means(records: list[RunRecord]) -> None:
-    plot = metric_vs_param(records, "threshold", "6 runs")
-    assert plot.name == "metrics_vs_threshold"
-    assert list(plot.data) == ["mia", "gmia"]
-    assert "mean over seed" in plot.figure.get_suptitle()
-    for attack, series in plot.data.items():
-        np.testing.assert_array_equal(series["x"], [0.45, 0.5, 10.0])
-        for m in ("precision", "recall", "f1", "trivial_f1"):
-            expected = [
-                np.mean(
-                    [
-                        r.metrics[f"{attack}/{m}"]
-                        for r in records
-                        if float(r.params["threshold"]) == x
-                    ]
-                )
-                for x in (0.45, 0.5, 10.0)
-            ]
-            np.testing.assert_allclose(series[m], expected, rtol=0, atol=1e-12)
-    f1_axes = plot.figure.axes[2]
-    styles = [line.get_linestyle() for line in f1_axes.get_lines()]
-    assert styles.count("--") == 2  # one dashed trivial-F1 line per attack
-    dotted = metric_vs_param(
-        [
-            record(f"r{t}", t, **{"federation.num_clients": n})
-            for t, n in [("0.1", "2"), ("0.2", "5")]
-        ],
-        "federation.num_clients",
-        "",
+def test_metric_vs_param_draws_one_line_per_threshold_never_averaging() -> None:
+    runs = [
+        record(f"r{n}{t}{s}", t, seed=s, **{"federation.num_clients": n})
+        for n in ("2", "5", "10")
+        for t in ("0.3", "0.5")
+        for s in ("1", "2", "3")
+    ]
+    plot = metric_vs_param(runs, "federation.num_clients", "18 runs")
+    assert plot.name == "metrics_vs_federation_num_clients"
+    # two attacks x two thresholds: four lines; seeds are aggregated, not lines
+    assert sorted(plot.data) == [
+        "gmia threshold=0.3", "gmia threshold=0.5", "mia threshold=0.3", "mia threshold=0.5",
+    ]  # fmt: skip
+    for label, s in plot.data.items():
+        attack, threshold = s["attack"], s["fixed"]["threshold"]
+        assert label == f"{attack} threshold={threshold}"
+        np.testing.assert_array_equal(s["x"], [2.0, 5.0, 10.0])
+        np.testing.assert_array_equal(s["n"], [3, 3, 3])
+        for m in ("auc", "advantage", "tpr_at_fpr_0.01"):
+            for k, n in enumerate(("2", "5", "10")):
+                values = [
+                    r.metrics[f"{attack}/{m}"]
+                    for r in runs
+                    if r.params["threshold"] == threshold
+                    and r.params["federation.num_clients"] == n
+                ]
+                assert len(values) == 3
+                assert s[m][k] == pytest.approx(np.mean(values), abs=1e-12)
+                assert s[f"{m}_sd"][k] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+                assert s[f"{m}_bar_high"][k] == pytest.approx(s[m][k] + s[f"{m}_sd"][k])
+    # the two thresholds' lines differ (threshold enters the fake metrics): no mean over them
+    assert not np.allclose(
+        plot.data["mia threshold=0.3"]["auc"], plot.data["mia threshold=0.5"]["auc"]
     )
-    assert dotted.name == "metrics_vs_federation_num_clients"
+    assert "n=3" in plot.figure.axes[0].get_legend_handles_labels()[1][0]
     with pytest.raises(DataError, match="evaluation"):
         metric_vs_param([record("a", "0.1", evaluation="x"), record("b", "0.2")], "evaluation", "")
+    with pytest.raises(DataError, match="seed is a repeat dimension"):
+        metric_vs_param(runs, "seed", "")
+
+
+def test_metric_vs_param_bars_are_the_bootstrap_interval_of_a_single_run() -> None:
+    runs = [_with_ci(record("a", "0.3"), 0.05, 0.07), _with_ci(record("b", "0.5"), 0.01, 0.02)]
+    plot = metric_vs_param(runs, "threshold", "")
+    assert sorted(plot.data) == ["gmia", "mia"]  # nothing else differs
+    s = plot.data["mia"]
+    np.testing.assert_array_equal(s["n"], [1, 1])
+    assert np.isnan(s["auc_sd"]).all()
+    np.testing.assert_allclose(s["auc_bar_low"], s["auc"] - [0.05, 0.01])
+    np.testing.assert_allclose(s["auc_bar_high"], s["auc"] + [0.07, 0.02])
+    np.testing.assert_allclose(s["auc_ci_low"], s["auc_bar_low"])
+    assert np.isnan(s["advantage_bar_low"]).all()  # no interval, no repeats: no bar
+
+
+def test_prf_vs_threshold_keeps_other_params_apart(records: list[RunRecord]) -> None:
+    runs = [*records, *(record(f"e{r.run_id}", r.params["threshold"], seed=r.params["seed"],
+                                evaluation="balanced") for r in records)]  # fmt: skip
+    plot = prf_vs_threshold(runs, "")
+    assert plot.name == "prf_vs_threshold"
+    assert sorted(plot.data) == [
+        "gmia evaluation=balanced", "gmia evaluation=paper",
+        "mia evaluation=balanced", "mia evaluation=paper",
+    ]  # fmt: skip
+    s = plot.data["mia evaluation=paper"]
+    np.testing.assert_array_equal(s["x"], [0.45, 0.5, 10.0])
+    np.testing.assert_array_equal(s["n"], [2, 2, 2])  # seeds 7 and 42
+    for m in ("precision", "recall", "f1", "trivial_f1"):
+        expected = [
+            np.mean([r.metrics[f"mia/{m}"] for r in records if float(r.params["threshold"]) == x])
+            for x in (0.45, 0.5, 10.0)
+        ]
+        np.testing.assert_allclose(s[m], expected, rtol=0, atol=1e-12)
+    styles = [line.get_linestyle() for line in plot.figure.axes[2].get_lines()]
+    assert styles.count("--") == 4  # one dashed trivial-F1 line per line
 
 
 def test_html_report_is_self_contained(records: list[RunRecord]) -> None:
     table = summary_table(records)
-    plots = [radar_across(records, ""), metric_vs_param(records, "threshold", "")]
+    plots = [metric_vs_param(records, "threshold", ""), prf_vs_threshold(records, "")]
     page = html_report("Sweep <1>", table, plots, notes="from a & b")
     assert page.startswith("<!DOCTYPE html>")
     assert "Sweep &lt;1&gt;" in page and "from a &amp; b" in page
@@ -244,8 +299,9 @@ def test_html_report_is_self_contained(records: list[RunRecord]) -> None:
     assert len(rows) == len(table)
     for html_row, row in zip(rows, table, strict=True):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", html_row)
-        assert cells[:4] == [row["run_name"], row["attack"], row["seed"], row["threshold"]]
-        assert cells[4:] == [f"{float(row[m]):.3f}" for m in SUMMARY_METRICS]
+        assert cells[:7] == [row[c] for c in list(row)[:7]]
+        assert cells[4:7] == [row["attack"], row["seed"], row["threshold"]]
+        assert cells[7:] == [f"{float(row[m]):.3f}" for m in SUMMARY_METRICS]
 
 
 def test_write_summary_writes_every_file_atomically(
@@ -258,19 +314,22 @@ def test_write_summary_writes_every_file_atomically(
     assert names == [
         "summary.csv",
         "summary.md",
-        "radar.png",
-        "metrics_vs_seed.png",
+        "repeats.csv",  # seeds 7 and 42 of each threshold
         "metrics_vs_threshold.png",
+        "prf_vs_threshold.png",
         "report.html",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temporary files left
     assert list(csv.DictReader(io.StringIO((out / "summary.csv").read_text()))) == summary_table(
         mixed
     )
-    assert (out / "summary.md").read_text() == to_markdown(summary_table(mixed))
-    assert (out / "radar.png").read_bytes().startswith(b"\x89PNG")
+    md = (out / "summary.md").read_text()
+    assert md.startswith(to_markdown(summary_table(mixed)))
+    assert "## Repeats" in md
+    assert not (out / "radar.png").exists()
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "My sweep" in page
+    assert page.count("data:image/png;base64,") == 2 and "My sweep" in page
+    assert '<table class="repeats">' in page
 
 
 def test_write_summary_refuses_empty_input(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def run_experiment(exp: Experiment) -> Outcome:
     tags = {**exp.tags, "fedgen.training_cache": status}
     if exp.figures:
         figure_pool.start()  # its imports overlap training
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     with tracked_run(exp.tracker, exp.run_name, exp.params, tags) as run:
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
@@ -165,7 +167,7 @@ def run_experiment(exp: Experiment) -> Outcome:
             _check_audit(privacy, exp.attacks, assessments, run)
             if exp.figures:
                 _figures(exp, arena, assessments, split, run)
-        metrics = _record(exp, result, assessments, privacy, run)
+        metrics = _record(exp, result, assessments, privacy, run, started)
         if exp.sweep_dir is not None and assessments:
             # Last, so that the sweep's table only ever holds rows of complete jobs.
             attack_logs.append(exp.sweep_dir / "attack_logs.csv", _rows(exp, assessments))
@@ -261,8 +263,9 @@ def _record(
     done: Sequence[Assessment],
     privacy: Privacy,
     run: Tracker,
+    started: str = "",
 ) -> dict[str, float]:
-    """``run.json``: the job's params and final metrics, read by the sweep summary."""
+    """``run.json``: the job's params, final metrics, start time and sweep, for the summary."""
     metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
     metrics.update(_namespaced(done))
     metrics.update(privacy.metrics())
@@ -271,6 +274,8 @@ def _record(
         run_name=exp.run_name,
         params=dict(exp.params),
         metrics=metrics,
+        started=started,
+        sweep_dir=str(exp.sweep_dir or ""),
     )
     atomic_write_text(exp.output_dir / "run.json", dump_run_json(record))
     return metrics

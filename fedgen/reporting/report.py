@@ -6,7 +6,6 @@ import base64
 import csv
 import html
 import io
-import itertools
 import json
 import math
 import re
@@ -21,30 +20,50 @@ from fedgen.core.errors import DataError
 from fedgen.core.io import atomic_write_text
 from fedgen.figures.base import Plot, new_figure, png_bytes, save_png
 
-SUMMARY_METRICS = ("precision", "recall", "f1", "auc", "advantage", "trivial_f1")
-RADAR_AXES = ("precision", "recall", "f1", "auc")
+SUMMARY_METRICS = (
+    "member_share",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "advantage",
+    "tpr_at_fpr_0.01",
+    "tpr_at_fpr_0.001",
+    "trivial_f1",
+    "precision",
+    "recall",
+    "f1",
+)
+FIGURE_METRICS = {"auc": "AUC", "advantage": "Advantage", "tpr_at_fpr_0.01": "TPR at 1% FPR"}
+CHANCE = {"auc": 0.5, "advantage": 0.0, "tpr_at_fpr_0.01": 0.01}
+RUN_COLUMNS = ("run_name", "run_id", "sweep_dir", "started", "attack")
 _RUN_KEYS = ("run_id", "run_name", "params", "metrics")
+_OPTIONAL_KEYS = ("started", "sweep_dir")
 _BOOKKEEPING = ("attack", "cache", "cache_dir")
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One job's outcome: its params (config values as strings) and its final metrics."""
+    """One job's outcome: its params (config values as strings) and its final metrics.
+
+    ``started`` (ISO 8601 start time) and ``sweep_dir`` are empty where unknown (e.g. runs
+    read back from MLflow by ``fedgen compare``, or a job outside a ``--multirun``).
+    """
 
     run_id: str
     run_name: str
     params: dict[str, str]
     metrics: dict[str, float]
+    started: str = ""
+    sweep_dir: str = ""
 
 
 def dump_run_json(record: RunRecord) -> str:
-    """``record`` as JSON with the keys run_id, run_name, params, metrics (floats exact)."""
-    data = {
-        "run_id": record.run_id,
-        "run_name": record.run_name,
-        "params": {k: record.params[k] for k in sorted(record.params)},
-        "metrics": {k: float(record.metrics[k]) for k in sorted(record.metrics)},
-    }
+    """``record`` as JSON: run_id, run_name, params, metrics (floats exact), and ``started``
+    and ``sweep_dir`` when known."""
+    data: dict[str, Any] = {"run_id": record.run_id, "run_name": record.run_name}
+    data.update({k: getattr(record, k) for k in _OPTIONAL_KEYS if getattr(record, k)})
+    data["params"] = {k: record.params[k] for k in sorted(record.params)}
+    data["metrics"] = {k: float(record.metrics[k]) for k in sorted(record.metrics)}
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -65,7 +84,8 @@ def load_run_json(path: Path | str) -> RunRecord:
         raise DataError(f"{path}: not a readable run JSON file ({exc})") from None
     if not (
         isinstance(data, dict)
-        and sorted(data) == sorted(_RUN_KEYS)
+        and set(_RUN_KEYS) <= set(data) <= set(_RUN_KEYS) | set(_OPTIONAL_KEYS)
+        and all(isinstance(data.get(k, ""), str) for k in _OPTIONAL_KEYS)
         and isinstance(data["run_id"], str)
         and isinstance(data["run_name"], str)
         and isinstance(data["params"], dict)
@@ -74,14 +94,15 @@ def load_run_json(path: Path | str) -> RunRecord:
         and all(type(v) in (int, float) for v in data["metrics"].values())
     ):
         raise DataError(
-            f"{path}: not a run record (keys {', '.join(_RUN_KEYS)}; params map to strings, "
-            "metrics to numbers)"
+            f"{path}: not a run record (keys {', '.join(_RUN_KEYS)}, optionally "
+            f"{', '.join(_OPTIONAL_KEYS)}; params map to strings, metrics to numbers)"
         )
     floats = {k: float(v) for k, v in data["metrics"].items()}
-    return RunRecord(data["run_id"], data["run_name"], dict(data["params"]), floats)
+    extra = {k: data[k] for k in _OPTIONAL_KEYS if k in data}
+    return RunRecord(data["run_id"], data["run_name"], dict(data["params"]), floats, **extra)
 
 
-def _natural(value: str | None) -> tuple[int, float, str]:
+def natural(value: str | None) -> tuple[int, float, str]:
     """Sort key: finite numbers by value (``0.45 < 0.5 < 10``), then any other string."""
     try:
         number = float(value or "nan")
@@ -104,14 +125,14 @@ def swept_params(records: Iterable[RunRecord]) -> list[str]:
     return sorted(k for k in keys if len({r.params.get(k) for r in records}) > 1)
 
 
-def _attacks(record: RunRecord) -> list[str]:
+def attacks_of(record: RunRecord) -> list[str]:
     names = [a.strip() for a in record.params.get("attack", "").split(",")]
     return list(dict.fromkeys(a for a in names if a and a != "none"))
 
 
 def _record_key(record: RunRecord, swept: Sequence[str]) -> tuple[Any, ...]:
     return (
-        tuple(_natural(record.params.get(p, "")) for p in swept),
+        tuple(natural(record.params.get(p, "")) for p in swept),
         record.run_name,
         record.run_id,
         sorted(record.params.items()),
@@ -120,18 +141,30 @@ def _record_key(record: RunRecord, swept: Sequence[str]) -> tuple[Any, ...]:
 
 
 def summary_table(records: Iterable[RunRecord]) -> list[dict[str, str]]:
-    """One row per (run, attack): run_name, attack, the swept params, :data:`SUMMARY_METRICS`.
+    """One row per (run, attack): who, what, and the leakage numbers at the run's threshold.
 
-    Rows are ordered by attack (first appearance), swept params (numeric-aware), run name;
-    the same records in any order give the same table. A missing metric is an empty cell.
+    Columns: :data:`RUN_COLUMNS` (run name and id, sweep directory and start time where
+    known, attack), the swept params, ``threshold`` (always: P/R/F1 are at it), then
+    :data:`SUMMARY_METRICS` (member share, AUC with its bootstrap 95% interval, advantage,
+    TPR at 1% and 0.1% FPR, trivial F1, precision, recall, F1). Rows are ordered by attack
+    (first appearance), swept params (numeric-aware), run name; the same records in any
+    order give the same table. A missing metric (e.g. TPR at 0.1% FPR on a small pool) is
+    an empty cell.
     """
     records = list(records)
     swept = swept_params(records)
+    shown = [p for p in swept if p != "threshold"] + ["threshold"]
     rows = []
     for record in sorted(records, key=lambda r: _record_key(r, swept)):  # a total order
-        for attack in _attacks(record):
-            row = {"run_name": record.run_name, "attack": attack}
-            row.update({p: record.params.get(p, "") for p in swept})
+        for attack in attacks_of(record):
+            row = {
+                "run_name": record.run_name,
+                "run_id": record.run_id,
+                "sweep_dir": record.sweep_dir,
+                "started": record.started,
+                "attack": attack,
+            }
+            row.update({p: record.params.get(p, "") for p in shown})
             for m in SUMMARY_METRICS:
                 value = record.metrics.get(f"{attack}/{m}")
                 row[m] = "" if value is None else repr(float(value))
@@ -151,8 +184,12 @@ def to_csv(table: Sequence[Mapping[str, str]]) -> str:
     return out.getvalue()
 
 
+def _numeric(column: str) -> bool:
+    return column in SUMMARY_METRICS or column.endswith(("_mean", "_sd"))
+
+
 def _shown(column: str, value: str) -> str:
-    return f"{float(value):.3f}" if column in SUMMARY_METRICS and value else value
+    return f"{float(value):.3f}" if _numeric(column) and value else value
 
 
 def to_markdown(table: Sequence[Mapping[str, str]]) -> str:
@@ -162,7 +199,7 @@ def to_markdown(table: Sequence[Mapping[str, str]]) -> str:
     columns = list(table[0])
     lines = [
         "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---:" if c in SUMMARY_METRICS else "---" for c in columns) + "|",
+        "|" + "|".join("---:" if _numeric(c) else "---" for c in columns) + "|",
     ]
     for row in table:
         cells = (_shown(c, row.get(c, "")).replace("|", "\\|") for c in columns)
@@ -170,70 +207,165 @@ def to_markdown(table: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mean(values: Iterable[str]) -> float:
-    numbers = [float(v) for v in values if v and not math.isnan(float(v))]
-    return math.fsum(numbers) / len(numbers) if numbers else math.nan
+REPEATS_HEADING = "## Repeats (mean ± SD across seeds)"
+REPEATS_NOTE = (
+    "One row per attack and configuration: runs whose params are all equal but `seed`. "
+    "SD is the sample SD (ddof=1) across those runs; auc_ci lists each run's bootstrap 95% "
+    "interval. Nothing is averaged across thresholds or configurations."
+)
 
 
-def _by_attack(table: Sequence[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
-    """The rows of a :func:`summary_table` (grouped by attack already) by attack."""
-    return {a: list(rows) for a, rows in itertools.groupby(table, lambda r: r["attack"])}
-
-
-def radar_across(records: Iterable[RunRecord], subtitle: str) -> Plot:
-    """Radar chart of each attack's precision, recall, F1 and AUC, mean over its runs."""
-    from fedgen.figures.plots import radar
-
-    groups = _by_attack(summary_table(records))
-    if not groups:
-        raise DataError("no attack results to draw: every run has attack=none")
-    means = {a: {m: _mean(r[m] for r in rows) for m in RADAR_AXES} for a, rows in groups.items()}
-    counts = {a: len(rows) for a, rows in groups.items()}
-    low, high = min(counts.values()), max(counts.values())
-    n = str(low) if low == high else f"{low}-{high}"
-    plot = radar(means, subtitle, axes=RADAR_AXES, title=f"Attacks compared (mean over {n} runs)")
-    return Plot(plot.name, plot.figure, {**plot.data, "means": means, "n_runs": counts})
+def summary_markdown(
+    table: Sequence[Mapping[str, str]], repeats: Sequence[Mapping[str, str]] = ()
+) -> str:
+    """``summary.md``: the per-run table, then the repeats table when some config repeats."""
+    text = to_markdown(table)
+    if repeats:
+        text += f"\n{REPEATS_HEADING}\n\n{REPEATS_NOTE}\n\n{to_markdown(repeats)}"
+    return text
 
 
 def numeric_swept_params(records: Iterable[RunRecord]) -> list[str]:
     """The swept params whose values, in every record, are finite numbers."""
     records = list(records)
     swept = swept_params(records)
-    return [p for p in swept if all(_natural(r.params.get(p))[0] == 0 for r in records)]
+    return [p for p in swept if all(natural(r.params.get(p))[0] == 0 for r in records)]
+
+
+def _lines(records: Sequence[RunRecord], param: str) -> dict[str, dict[str, Any]]:
+    """The repeat groups as lines against ``param``: one per attack and other params' values.
+
+    A line holds the groups that are equal in every param but ``param`` (and ``seed``); its
+    label names the attack and the params that tell the lines apart.
+    """
+    from fedgen.reporting.repeats import repeat_groups
+
+    lines: dict[tuple[Any, ...], list[Any]] = {}
+    for group in repeat_groups(records):
+        rest = tuple((k, v) for k, v in group.params if k != param)
+        lines.setdefault((group.attack, rest), []).append(group)
+    keys = {k for _, rest in lines for k, _ in rest}
+    differing = sorted(k for k in keys if len({dict(rest).get(k) for _, rest in lines}) > 1)
+    differing = [k for k in differing if k != "attack"]
+    out: dict[str, dict[str, Any]] = {}
+    for (attack, rest), groups in lines.items():
+        fixed = {k: dict(rest).get(k, "") for k in differing}
+        label = " ".join([attack, *(f"{k}={v}" for k, v in fixed.items())])
+        groups = sorted(groups, key=lambda g: natural(g.param(param)))
+        out[label] = {"attack": attack, "fixed": fixed, "groups": groups}
+    return out
+
+
+def _series(groups: Sequence[Any], param: str, metrics: Iterable[str]) -> dict[str, Any]:
+    """x, n and per metric the mean, SD across runs, and the bars drawn (low, high)."""
+    from fedgen.reporting.repeats import mean_sd
+
+    series: dict[str, Any] = {
+        "x": np.array([float(g.param(param)) for g in groups]),
+        "n": np.array([g.n for g in groups]),
+    }
+    for m in metrics:
+        stats = [mean_sd(g.values(m)) for g in groups]
+        mean = np.array([s[0] for s in stats])
+        sd = np.array([s[1] for s in stats])
+        series[m], series[f"{m}_sd"] = mean, sd
+        if m == "auc":  # the within-run bootstrap interval, mean over the runs
+            lows = [mean_sd(g.values("auc_ci_low"))[0] for g in groups]
+            highs = [mean_sd(g.values("auc_ci_high"))[0] for g in groups]
+            series["auc_ci_low"], series["auc_ci_high"] = np.array(lows), np.array(highs)
+        # Bars: ± SD across seeds where a point has repeats, else the bootstrap interval.
+        repeated = series["n"] >= 2
+        low = np.where(repeated, mean - sd, series.get(f"{m}_ci_low", np.nan))
+        high = np.where(repeated, mean + sd, series.get(f"{m}_ci_high", np.nan))
+        series[f"{m}_bar_low"], series[f"{m}_bar_high"] = low, high
+    return series
+
+
+def _n_label(n: np.ndarray) -> str:
+    low, high = int(n.min()), int(n.max())
+    return f"n={low}" if low == high else f"n={low}-{high}"
+
+
+def _check_param(records: Sequence[RunRecord], param: str) -> None:
+    if param == "seed":
+        raise DataError("seed is a repeat dimension: runs over seeds are aggregated, not plotted")
+    if param not in numeric_swept_params(records):
+        raise DataError(f"{param!r} is not a swept param with numeric values in every run")
 
 
 def metric_vs_param(records: Iterable[RunRecord], param: str, subtitle: str) -> Plot:
-    """Precision, recall and F1 against a numeric swept param, one line per attack.
+    """AUC, advantage and TPR at 1% FPR against a numeric swept param.
 
-    Each point is the mean over the runs at that value (so over the other swept params, if
-    any); the trivial F1 (always answering "member") is dashed in the F1 panel.
-    ``data[attack]`` holds arrays ``x``, ``precision``, ``recall``, ``f1`` and ``trivial_f1``.
+    One line per attack and per value of every other param that differs (nothing is averaged
+    over thresholds or configurations); runs differing only in ``seed`` are one point, their
+    mean, with ± SD bars and n in the legend. A point of one run has its bootstrap 95% AUC
+    interval as bars. ``data[label]`` holds ``attack``, ``fixed`` (the other params' values)
+    and arrays ``x``, ``n``, ``<m>``, ``<m>_sd``, ``<m>_bar_low``, ``<m>_bar_high`` for each
+    metric of :data:`FIGURE_METRICS`, and ``auc_ci_low``/``auc_ci_high``.
     """
     records = list(records)
-    if param not in numeric_swept_params(records):
-        raise DataError(f"{param!r} is not a swept param with numeric values in every run")
-    others = [p for p in swept_params(records) if p != param]
-    if others:
-        subtitle = f"{subtitle}; each point: mean over {', '.join(others)}"
+    _check_param(records, param)
     data: dict[str, Any] = {}
-    for attack, rows in _by_attack(summary_table(records)).items():
-        xs = sorted({float(r[param]) for r in rows})
-        at = {x: [r for r in rows if float(r[param]) == x] for x in xs}
-        series = {"x": np.array(xs)}
-        for m in ("precision", "recall", "f1", "trivial_f1"):
-            series[m] = np.array([_mean(r[m] for r in at[x]) for x in xs])
-        data[attack] = series
-    fig = new_figure(f"Precision, recall and F1 vs {param}", subtitle, size=(11.0, 4.0))
+    for label, line in _lines(records, param).items():
+        series = _series(line["groups"], param, FIGURE_METRICS)
+        data[label] = {"attack": line["attack"], "fixed": line["fixed"], **series}
+    fig = new_figure(
+        f"Leakage vs {param}",
+        f"{subtitle}; bars: ± SD across seeds, or the bootstrap 95% AUC interval of one run",
+        size=(12.0, 4.2),
+    )
+    axes = fig.subplots(1, 3, sharex=True)
+    for i, (label, s) in enumerate(data.items()):
+        for ax, m in zip(axes, FIGURE_METRICS, strict=True):
+            low, high = s[f"{m}_bar_low"], s[f"{m}_bar_high"]
+            yerr = np.vstack([s[m] - low, high - s[m]])
+            has_bar = np.isfinite(yerr).all(axis=0)
+            ax.errorbar(
+                s["x"],
+                s[m],
+                yerr=np.maximum(np.where(has_bar, yerr, 0.0), 0.0),  # rounding, odd CIs
+                marker="o",
+                capsize=3,
+                color=f"C{i % 10}",
+                label=f"{label} ({_n_label(s['n'])})",
+            )
+    for ax, m in zip(axes, FIGURE_METRICS, strict=True):
+        ax.axhline(CHANCE[m], color="grey", ls=":", lw=1)
+        ax.set(title=FIGURE_METRICS[m], xlabel=param)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return Plot(f"metrics_vs_{re.sub(r'[^A-Za-z0-9_-]', '_', param)}", fig, data)
+
+
+def prf_vs_threshold(records: Iterable[RunRecord], subtitle: str) -> Plot:
+    """Precision, recall and F1 against the swept threshold, trivial F1 dashed.
+
+    One line per attack and per value of every other param that differs; runs differing
+    only in ``seed`` are averaged (± SD bars, n in the legend). ``data[label]`` holds
+    ``attack``, ``fixed`` and arrays ``x``, ``n``, ``precision``, ``recall``, ``f1``,
+    ``trivial_f1`` (each with ``_sd``).
+    """
+    records = list(records)
+    _check_param(records, "threshold")
+    metrics = ("precision", "recall", "f1", "trivial_f1")
+    data: dict[str, Any] = {}
+    for label, line in _lines(records, "threshold").items():
+        series = _series(line["groups"], "threshold", metrics)
+        data[label] = {"attack": line["attack"], "fixed": line["fixed"], **series}
+    fig = new_figure("Precision, recall and F1 vs threshold", subtitle, size=(11.0, 4.0))
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
-    for i, (attack, s) in enumerate(data.items()):
+    for i, (label, s) in enumerate(data.items()):
+        color = f"C{i % 10}"
         for ax, m in zip(axes, ("precision", "recall", "f1"), strict=True):
-            ax.plot(s["x"], s[m], marker="o", color=f"C{i}", label=attack)
-        axes[2].plot(s["x"], s["trivial_f1"], ls="--", color=f"C{i}", label=f"{attack} trivial")
-    for ax, label in zip(axes, ("Precision", "Recall", "F1"), strict=True):
-        ax.set(title=label, xlabel=param, ylim=(0.0, 1.05))
+            sd = np.nan_to_num(s[f"{m}_sd"])
+            shown = f"{label} ({_n_label(s['n'])})"
+            ax.errorbar(s["x"], s[m], yerr=sd, marker="o", capsize=3, color=color, label=shown)
+        axes[2].plot(s["x"], s["trivial_f1"], ls="--", color=color, label=f"{label} trivial")
+    for ax, title in zip(axes, ("Precision", "Recall", "F1"), strict=True):
+        ax.set(title=title, xlabel="threshold", ylim=(0.0, 1.05))
         ax.grid(alpha=0.3)
     axes[2].legend(fontsize=7)
-    return Plot(f"metrics_vs_{re.sub(r'[^A-Za-z0-9_-]', '_', param)}", fig, data)
+    return Plot("prf_vs_threshold", fig, data)
 
 
 _CSS = (
@@ -244,15 +376,30 @@ _CSS = (
 
 
 def _td(column: str, value: str) -> str:
-    if column not in SUMMARY_METRICS:
+    if not _numeric(column):
         return f"<td>{html.escape(value)}</td>"
     return f'<td class="num" title="{html.escape(value)}">{_shown(column, value)}</td>'
 
 
+def _html_table(table: Sequence[Mapping[str, str]], css_class: str) -> list[str]:
+    esc = html.escape
+    columns = list(table[0])
+    parts = [f'<table class="{css_class}"><thead><tr>']
+    parts.append("".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr></thead><tbody>")
+    for row in table:
+        parts.append("<tr>" + "".join(_td(c, row.get(c, "")) for c in columns) + "</tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def html_report(
-    title: str, table: Sequence[Mapping[str, str]], plots: Sequence[Plot], notes: str = ""
+    title: str,
+    table: Sequence[Mapping[str, str]],
+    plots: Sequence[Plot],
+    notes: str = "",
+    repeats: Sequence[Mapping[str, str]] = (),
 ) -> str:
-    """One self-contained HTML page (inline CSS, plots as base64 PNG): the table and plots."""
+    """One self-contained HTML page (inline CSS, plots as base64 PNG): the tables and plots."""
     esc = html.escape
     parts = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>',
@@ -261,13 +408,11 @@ def html_report(
     if notes:
         parts.append(f'<p class="notes">{esc(notes)}</p>')
     if table:
-        columns = list(table[0])
-        parts.append("<table><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns))
-        parts.append("</tr></thead><tbody>")
-        for row in table:
-            cells = (_td(c, row.get(c, "")) for c in columns)
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
+        parts += _html_table(table, "runs")
+    if repeats:
+        parts.append(f"<h2>{esc(REPEATS_HEADING.lstrip('# '))}</h2>")
+        parts.append(f'<p class="notes">{esc(REPEATS_NOTE.replace("`", ""))}</p>')
+        parts += _html_table(repeats, "repeats")
     for plot in plots:
         encoded = base64.b64encode(png_bytes(plot)).decode("ascii")
         parts.append(
@@ -278,20 +423,33 @@ def html_report(
     return "\n".join(parts)
 
 
+def summary_plots(records: Sequence[RunRecord], subtitle: str) -> list[Plot]:
+    """Leakage vs every numeric swept param but seed; P/R/F1 vs threshold if it is swept."""
+    params = [p for p in numeric_swept_params(records) if p != "seed"]
+    plots = [metric_vs_param(records, p, subtitle) for p in params]
+    if "threshold" in params:
+        plots.append(prf_vs_threshold(records, subtitle))
+    return plots
+
+
 def write_summary(
     directory: Path | str, records: Sequence[RunRecord], title: str, notes: str = ""
 ) -> list[Path]:
-    """Write summary.csv, summary.md, radar.png, metrics_vs_<param>.png and report.html.
+    """Write summary.csv, summary.md, metrics_vs_<param>.png and report.html.
 
-    A sweep over defenses also gets frontier.csv and privacy_utility_frontier.png
-    (:mod:`fedgen.reporting.frontier`). Every file is written atomically. Returns the paths
-    written.
+    Also ``repeats.csv`` (and a repeats section in summary.md and report.html) when some
+    attack and configuration ran more than once (:mod:`fedgen.reporting.repeats`),
+    ``prf_vs_threshold.png`` when the threshold is swept, and for a sweep over defenses
+    frontier.csv and privacy_utility_frontier.png (:mod:`fedgen.reporting.frontier`).
+    Every file is written atomically. Returns the paths written.
 
     Raises
     ------
     DataError
         If there are no records, or none of them ran an attack.
     """
+    from fedgen.reporting import frontier, repeats  # they build on this module's records
+
     directory = Path(directory)
     if not records:
         raise DataError("no runs to summarise: the selection is empty")
@@ -300,18 +458,19 @@ def write_summary(
         raise DataError(f"none of the {len(records)} runs has attack results (params.attack: none)")
     swept = swept_params(records)
     subtitle = f"{len(records)} runs" + (f"; swept: {', '.join(swept)}" if swept else "")
-    plots = [radar_across(records, subtitle)]
-    plots += [metric_vs_param(records, p, subtitle) for p in numeric_swept_params(records)]
+    plots = summary_plots(records, subtitle)
+    repeated = repeats.repeats_table(records) if repeats.has_repeats(records) else []
     paths = [directory / "summary.csv", directory / "summary.md"]
     atomic_write_text(paths[0], to_csv(table))
-    atomic_write_text(paths[1], to_markdown(table))
-    from fedgen.reporting import frontier  # it builds on this module's records
-
+    atomic_write_text(paths[1], summary_markdown(table, repeated))
+    if repeated:
+        paths.append(directory / "repeats.csv")
+        atomic_write_text(paths[-1], to_csv(repeated))
     if frontier.is_privacy_sweep(records):
         plots.insert(0, frontier.frontier_plot(records, subtitle))
         paths.append(directory / "frontier.csv")
         atomic_write_text(paths[-1], to_csv(frontier.frontier_table(records)))
     paths += [save_png(plot, directory) for plot in plots]
     report = directory / "report.html"
-    atomic_write_text(report, html_report(title, table, plots, notes))
+    atomic_write_text(report, html_report(title, table, plots, notes, repeated))
     return [*paths, report]
