@@ -138,6 +138,10 @@ def test_round_trip_of_another_models_arrays(tmp_path: Path) -> None:
 floats = st.floats(width=64, allow_nan=True, allow_infinity=True) | st.sampled_from(
     [-0.0, 0.0, 1e308, -1e308, 5e-324, -5e-324]
 )
+# Parameters are finite (non-finite ones are never cached: see the test below); metrics may not be.
+finite = st.floats(width=64, allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [-0.0, 0.0, 1e308, -1e308, 5e-324, -5e-324]
+)
 
 
 @st.composite
@@ -162,7 +166,7 @@ def federation_results(draw: st.DrawFn) -> FederationResult:
         out: Params = {}
         for name, shape in layout:
             size = int(np.prod(shape))
-            values = draw(st.lists(floats, min_size=size, max_size=size))
+            values = draw(st.lists(finite, min_size=size, max_size=size))
             out[name] = np.array(values, dtype=np.float64).reshape(shape)
         return out
 
@@ -189,6 +193,37 @@ def test_round_trip_property(result: FederationResult) -> None:
         cache = TrainingCache(Path(directory))
         cache.store(KEY, result)
         assert_identical(cache.load(KEY), result)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_parameters_are_never_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: float
+) -> None:
+    result = make_result(2)
+    result.rounds[1].client_params[0]["coef"][1] = bad
+    cache = TrainingCache(tmp_path)
+    cache.store(KEY, result)
+    assert not cache.path(KEY).exists()
+    assert "non-finite" in caplog.text
+    # An entry damaged that way on disk is a miss (retrained), not a failure of every later run.
+    good = make_result(2)
+    cache.store(KEY, good)
+    with np.load(cache.path(KEY)) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["global/coef"][0, 0] = np.nan
+    np.savez(cache.path(KEY), **arrays)
+    assert cache.load(KEY) is None
+    assert "non-finite parameters" in caplog.text
+
+
+def test_an_unusable_cache_directory_is_not_called_corrupt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert TrainingCache(blocker / "cache").load(KEY) is None
+    assert "cannot be read" in caplog.text and "cache_dir" in caplog.text
+    assert "corrupt" not in caplog.text
 
 
 def test_store_overwrites_and_leaves_no_temp_files(tmp_path: Path) -> None:

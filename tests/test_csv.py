@@ -180,3 +180,8 @@ def test_byte_order_mark_and_trailing_blank_lines_are_tolerated(tmp_path: Path) 
     assert cohort.snp_names == ("rs1",)
     assert cohort.labels.tolist() == [1, 0]
     assert cohort.genotypes.ravel().tolist() == [2, 0]
+
+
+def test_a_directory_as_path_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is a directory"):
+        CsvCohort(path=str(tmp_path)).load(np.random.default_rng(0))

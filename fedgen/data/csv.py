@@ -29,6 +29,10 @@ class CsvCohort:
     def load(self, rng: np.random.Generator) -> Cohort:
         """Read and validate the file (``rng`` is unused: the file is the cohort)."""
         path = Path(self.path).expanduser()
+        if path.is_dir():
+            raise DataError(
+                f"cohort file {path} is a directory; set dataset.path to a CSV file in it"
+            )
         if not path.is_file():
             raise DataError(
                 f"cohort file {path} does not exist; set dataset.path to an existing CSV file"

@@ -230,7 +230,18 @@ def _decode(key: str, npz: Any) -> FederationResult:
         )
         for r in range(n_rounds)
     )
-    return FederationResult(initial_params=params(initial), rounds=rounds)
+    result = FederationResult(initial_params=params(initial), rounds=rounds)
+    if not _finite(result):
+        raise _CorruptEntry("non-finite parameters")
+    return result
+
+
+def _finite(result: FederationResult) -> bool:
+    """True if every recorded parameter is finite (training never stores NaN or inf)."""
+    arrays = [*result.initial_params.values()]
+    for rec in result.rounds:
+        arrays += [*rec.global_params.values(), *(a for p in rec.client_params for a in p.values())]
+    return all(np.isfinite(a).all() for a in arrays)
 
 
 class TrainingCache:
@@ -264,6 +275,13 @@ class TrainingCache:
                     return _decode(key, npz)
         except FileNotFoundError:
             return None
+        except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+            log.warning(
+                "cache entry %s cannot be read (%s); check cache_dir (or cache=false); retraining",
+                path,
+                exc,
+            )
+            return None
         except _UNREADABLE as exc:
             reason = str(exc) or type(exc).__name__
             log.warning("cache entry %s is corrupt (%s); retraining", path, reason)
@@ -272,6 +290,9 @@ class TrainingCache:
     def store(self, key: str, result: FederationResult) -> None:
         """Write ``result`` under ``key`` atomically; a failure logs a warning, never raises."""
         path = self.path(key)
+        if not _finite(result):
+            log.warning("not caching a federation with non-finite parameters (%s)", path.name)
+            return
         try:
             buffer = io.BytesIO()
             np.savez(buffer, allow_pickle=False, **_encode(key, result))
