@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import logging
 import sys
 import warnings
@@ -157,6 +158,8 @@ def select_runs(
             run_name=str(r.info.run_name or r.data.tags.get("mlflow.runName", "")),
             params={str(k): str(v) for k, v in r.data.params.items()},
             metrics={str(k): float(v) for k, v in r.data.metrics.items()},
+            started=_iso(r.info.start_time),
+            sweep_dir=str(r.data.tags.get("fedgen.sweep_dir", "")),
         )
         for r in finished
     ]
@@ -198,3 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _iso(millis: int | None) -> str:
+    """An MLflow start time (ms since the epoch) as the pipeline writes it: UTC, seconds."""
+    if millis is None:
+        return ""
+    moment = datetime.datetime.fromtimestamp(millis / 1000, tz=datetime.UTC)
+    return moment.replace(microsecond=0).isoformat()
