@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import warnings
 from dataclasses import dataclass
@@ -78,7 +79,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
             client.log_batch(run_id, metrics=[Metric(k, v, 1, 1) for k, v in metrics.items()])
             client.set_terminated(run_id, status)
             if status == "FINISHED" and tags.get("fedgen.role") != "sweep":
-                jobs[name] = RunRecord(run_id, name, params, metrics)
+                # What compare reads back: the start time (UTC, seconds) and the sweep tag.
+                start = datetime.datetime.fromtimestamp(run.info.start_time / 1000, datetime.UTC)
+                started = start.replace(microsecond=0).isoformat()
+                sweep_dir = tags.get("fedgen.sweep_dir", "")
+                jobs[name] = RunRecord(run_id, name, params, metrics, started, sweep_dir)
 
         for sweep in (sweep_a, sweep_b):
             parent = {"fedgen.sweep_dir": str(sweep), "fedgen.role": "sweep"}

@@ -199,13 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _iso(millis: int | None) -> str:
     """An MLflow start time (ms since the epoch) as the pipeline writes it: UTC, seconds."""
     if millis is None:
         return ""
     moment = datetime.datetime.fromtimestamp(millis / 1000, tz=datetime.UTC)
     return moment.replace(microsecond=0).isoformat()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
