@@ -339,3 +339,14 @@ def test_write_summary_refuses_empty_input(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="none of the 1 runs has attack results"):
         write_summary(tmp_path, [none], "t")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_attack_threshold_that_follows_the_top_level_one_is_not_a_swept_param() -> None:
+    def record(t: str, own: str) -> RunRecord:
+        params = {"threshold": t, "attack": "gmia", "attack.gmia.threshold": own}
+        return RunRecord(f"id{t}{own}", f"t={t}", params, {"gmia/auc": 0.5})
+
+    following = [record("0.3", "0.3"), record("0.5", "0.5")]
+    assert swept_params(following) == ["threshold"]
+    pinned = [record("0.3", "0.4"), record("0.5", "0.4"), record("0.5", "0.6")]
+    assert swept_params(pinned) == ["attack.gmia.threshold", "threshold"]

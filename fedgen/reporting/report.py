@@ -116,13 +116,23 @@ def swept_params(records: Iterable[RunRecord]) -> list[str]:
 
     A param only some records have belongs to a config option that only some jobs chose
     (``attack.gmia.model`` exists only where gmia ran): the option's own column says that.
+    An attack's own threshold that equals the top-level ``threshold`` in every record only
+    follows it (``attack.<name>.threshold: ${threshold}``) and is left out.
     """
     records = list(records)
     if not records:
         return []
     keys = set.intersection(*(set(r.params) for r in records)) - set(_BOOKKEEPING)
     keys = {k for k in keys if not k.startswith(("tracking.", "hydra"))}
+    keys = {k for k in keys if not _follows_threshold(k, records)}
     return sorted(k for k in keys if len({r.params.get(k) for r in records}) > 1)
+
+
+def _follows_threshold(key: str, records: Sequence[RunRecord]) -> bool:
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "attack" or parts[2] != "threshold":
+        return False
+    return all(r.params.get(key) == r.params.get("threshold") for r in records)
 
 
 def attacks_of(record: RunRecord) -> list[str]:
