@@ -7,6 +7,7 @@ calculus themselves. Candidates are processed in row chunks so memory stays boun
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -76,6 +77,15 @@ def decision_values(
     return out
 
 
+def _chunks(
+    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64]
+) -> Iterator[tuple[Params, NDArray[np.intp]]]:
+    """Each attacked model with the targets it scores, at most CHUNK_ROWS at a time."""
+    for params, rows in attacked_params(server, choice, clients):
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            yield params, rows[start : start + CHUNK_ROWS]
+
+
 def log_gradient_norms(
     model: Model,
     server: FederationResult,
@@ -94,16 +104,14 @@ def log_gradient_norms(
     by it loses nothing). Float64 (n,); finite even where ``||g||`` rounds to 0.
     """
     out = np.empty(X.shape[0])
-    for params, rows in attacked_params(server, choice, clients):
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            part = rows[start : start + CHUNK_ROWS]
-            z = model.decision_function(params, X[part])
-            easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
-            g = model.per_sample_gradients(params, X[part], easy)
-            residual = np.where(easy == 1, expit(-z), expit(z))
-            log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
-            margin = np.where(y[part] == 1, z, -z)
-            out[part] = log_expit(-margin) + log_grad_z
+    for params, part in _chunks(server, choice, clients):
+        z = model.decision_function(params, X[part])
+        easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
+        g = model.per_sample_gradients(params, X[part], easy)
+        residual = np.where(easy == 1, expit(-z), expit(z))
+        log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
+        margin = np.where(y[part] == 1, z, -z)
+        out[part] = log_expit(-margin) + log_grad_z
     return out
 
 
@@ -117,9 +125,7 @@ def gradient_norms(
 ) -> NDArray[np.float64]:
     """Each target's per-sample log-loss gradient norm on its attacked model, float64 (n,)."""
     out = np.empty(X.shape[0])
-    for params, rows in attacked_params(server, choice, clients):
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            part = rows[start : start + CHUNK_ROWS]
-            g = model.per_sample_gradients(params, X[part], y[part])
-            out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
+    for params, part in _chunks(server, choice, clients):
+        g = model.per_sample_gradients(params, X[part], y[part])
+        out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
     return out
