@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from fedgen.attacks import Arena, ConfidenceMIA, GradientNormMIA
+from fedgen.attacks.signals import OBSERVER_OF_MODEL
 from fedgen.core.records import Cohort
 from fedgen.core.seeding import child_rng
 from fedgen.data import SyntheticCohort
 from fedgen.defenses import ClientDP, PrivacyAccount
 from fedgen.evaluation.assess import assess
 from fedgen.evaluation.pools import BalancedPool
-from fedgen.experiment.privacy import OBSERVER_OF_MODEL, Privacy, account, audit_violations
+from fedgen.experiment.privacy import Privacy, account, audit_violations
 from fedgen.federation import train_federation
 from fedgen.models import SGDLogistic
 from tests.conftest import make_split, settings

@@ -20,6 +20,9 @@ from fedgen.models import Model
 
 ModelChoice = Literal["global", "client"]
 MODEL_CHOICES = ("global", "client")
+# Who can run an attack on each choice of model: the client models reach only the server; the
+# global models are released to every participant (a peer) and, in the end, the public.
+OBSERVER_OF_MODEL = {"client": "server", "global": "public"}
 CHUNK_ROWS = 4096
 
 

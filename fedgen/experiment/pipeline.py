@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
+from fedgen.attacks.signals import OBSERVER_OF_MODEL
 from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
@@ -28,7 +29,7 @@ from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
 from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
-from fedgen.experiment.privacy import OBSERVER_OF_MODEL, Privacy, account, audit_violations
+from fedgen.experiment.privacy import Privacy, account, audit_violations
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures

@@ -90,9 +90,6 @@ def account(defenses: Sequence[Defense], federation: FederationSettings, split: 
     return Privacy(accounts)
 
 
-OBSERVER_OF_MODEL = {"client": "server", "global": "public"}
-
-
 def audit_violations(
     privacy: Privacy, lower_bounds: dict[str, tuple[str, float]]
 ) -> dict[str, tuple[float, float]]:

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 Params = dict[str, NDArray[np.float64]]
+CLASSES = np.array([0, 1])  # every model is a binary classifier (partial_fit's ``classes``)
 """Named parameter arrays, float64, in the model's fixed order (e.g. ``coef``, ``intercept``)."""
 
 

@@ -10,9 +10,7 @@ from scipy.special import expit
 from sklearn.linear_model import SGDClassifier
 
 from fedgen.core.errors import ConfigError
-from fedgen.models.base import Params
-
-CLASSES = np.array([0, 1])
+from fedgen.models.base import CLASSES, Params
 
 
 class SGDLogistic:
@@ -92,8 +90,3 @@ class SGDLogistic:
     def gradient_norm_bound(self, n_features: int, max_value: float = 2.0) -> float | None:
         """``sqrt(p max_value^2 + 1)``: ``|sigmoid(z) - y| < 1``, ``||[x, 1]||`` at most that."""
         return float(np.sqrt(n_features * max_value**2 + 1.0))
-
-
-def zeros(n_features: int) -> Params:
-    """All-zero linear parameters (FedAvg's start for the linear model)."""
-    return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}

@@ -12,9 +12,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
 from fedgen.core.errors import ConfigError
-from fedgen.models.base import Params
+from fedgen.models.base import CLASSES, Params
 
-CLASSES = np.array([0, 1])
 NAMES = ("W1", "b1", "W2", "b2")
 # scikit-learn's optimisers see ``coefs_ + intercepts_``: [W1, W2, b1, b2].
 SKLEARN_ORDER = ("W1", "W2", "b1", "b2")

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fedgen.attacks.signals import OBSERVER_OF_MODEL
 from fedgen.figures.base import Plot, new_figure
 from fedgen.reporting.report import RunRecord, swept_params
 
-OBSERVERS = {"client": "server", "global": "public"}
 LEAKAGE = ("auc", "tpr_at_fpr_0.01", "epsilon_lower_bound")
 UTILITY = ("fed/test_accuracy", "fed/test_loss")
 
@@ -28,8 +28,13 @@ def membership_attacks(record: RunRecord) -> dict[str, str]:
     out = {}
     for key, value in record.params.items():
         parts = key.split(".")
-        if len(parts) == 3 and parts[0] == "attack" and parts[2] == "model" and value in OBSERVERS:
-            out[parts[1]] = OBSERVERS[value]
+        if (
+            len(parts) == 3
+            and parts[0] == "attack"
+            and parts[2] == "model"
+            and value in OBSERVER_OF_MODEL
+        ):
+            out[parts[1]] = OBSERVER_OF_MODEL[value]
     return out
 
 
@@ -55,7 +60,7 @@ def frontier_table(records: Sequence[RunRecord]) -> list[dict[str, str]]:
         for m in UTILITY:
             row[m.split("/")[1]] = repr(float(r.metrics[m])) if m in r.metrics else ""
         attacks = membership_attacks(r)
-        for observer in OBSERVERS.values():
+        for observer in OBSERVER_OF_MODEL.values():
             mine = [a for a, o in attacks.items() if o == observer]
             for m in LEAKAGE:
                 values = [r.metrics[f"{a}/{m}"] for a in mine if f"{a}/{m}" in r.metrics]
@@ -72,7 +77,7 @@ def frontier_plot(records: Sequence[RunRecord], subtitle: str) -> Plot:
     """
     table = frontier_table(records)
     data: dict[str, dict[str, np.ndarray]] = {}
-    for observer in OBSERVERS.values():
+    for observer in OBSERVER_OF_MODEL.values():
         rows = [row for row in table if row[f"best_{observer}_auc"] and row["test_accuracy"]]
         if not rows:
             continue
