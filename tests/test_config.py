@@ -177,7 +177,7 @@ def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: P
     assert exp.training.defenses == ()
     assert exp.objective == "fed/test_accuracy"
     assert [a.threshold for a in exp.attacks] == [0.5, 0.5, 0.5]
-    assert [getattr(a, "model", None) for a in exp.attacks] == ["global", "global", None]
+    assert [a.observer for a in exp.attacks] == ["public", "public", "server"]
     assert exp.params["federation.num_clients"] == "5"
     assert exp.params["dataset.n_snps"] == "100"
     assert exp.tracker.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"  # type: ignore[attr-defined]
@@ -200,6 +200,7 @@ def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: P
         ("threshold=abc", "threshold"),
         ("cache=maybe", "cache"),
         ("attack.gmia.model=server", "attack.gmia.model"),
+        ("attack.gmia.observer=hospital", "attack.gmia.observer"),
         ("attack.lia.aux_fraction=1", "attack.lia.aux_fraction"),
         ("evaluation.n_bootstrap=-1", "evaluation.n_bootstrap"),
     ],

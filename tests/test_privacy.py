@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from fedgen.attacks import Arena, ConfidenceMIA, GradientNormMIA
-from fedgen.attacks.signals import OBSERVER_OF_MODEL
 from fedgen.core.records import Cohort
 from fedgen.core.seeding import child_rng
 from fedgen.data import SyntheticCohort
@@ -71,9 +70,12 @@ def _audit(cohort: Cohort, defense: ClientDP) -> tuple[Privacy, dict[str, tuple[
     pool = BalancedPool(n_bootstrap=0).pool(split, child_rng(3, "evaluation"))
     arena = Arena(cohort, pool, result, 3, model)
     bounds = {}
-    for attack in (ConfidenceMIA("mia_server", model="client"), GradientNormMIA(model="global")):
+    for attack in (
+        ConfidenceMIA("mia_server", observer="server"),
+        GradientNormMIA(observer="public"),
+    ):
         a = assess(attack, arena, 0, privacy.delta)
-        bounds[attack.name] = (OBSERVER_OF_MODEL[attack.model], a.metrics["epsilon_lower_bound"])
+        bounds[attack.name] = (attack.observer, a.metrics["epsilon_lower_bound"])
     return privacy, bounds
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -45,22 +45,33 @@ class Observation(Generic[V]):
         Per target: member (membership attacks) or label 1 (label inference).
     clients : ndarray of int64, shape (n,)
         Per target: the client it belongs to, for per-client leakage.
+    facts : dict of str to ndarray of float64
+        The truth behind each of the attack's ``estimates`` (same key and shape), e.g. each
+        client's true number of cases.
+    baselines : dict of str to ndarray of float64
+        Per estimate, what an attacker without the observation would guess: the trivial
+        guess (``count``: same shape as the fact) or chance (``category``: one value).
     """
 
     view: V
     truth: NDArray[np.bool_]
     clients: NDArray[np.int64]
+    facts: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    baselines: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
 
 class Attack(Protocol[V]):
     """An inference attack: a threat model (``observe``) and an inference (``run``).
 
     ``threshold`` is the attack's own decision threshold, on the scale of its own scores
-    (``attack.<name>.threshold``, by default the top-level ``threshold``).
+    (``attack.<name>.threshold``, by default the top-level ``threshold``). ``observer`` is who
+    runs it (:mod:`fedgen.attacks.observers`: ``server``, ``peer`` or ``public``), one of the
+    class's ``observers``.
     """
 
     name: str
     threshold: float
+    observer: str
 
     def observe(self, arena: Arena) -> Observation[V]:
         """Build this attack's view of the experiment, and the truth about its targets."""

@@ -44,6 +44,9 @@ class GradientLIA:
     bias, the last parameter of every model there.
     """
 
+    kind = "label"
+    observers = ("server",)
+
     def __init__(
         self,
         name: str = "lia",
@@ -54,6 +57,7 @@ class GradientLIA:
         if not 0.0 < aux_fraction < 1.0:
             raise ConfigError(f"attack.{name}.aux_fraction={aux_fraction!r} must be in (0, 1)")
         self.name = name
+        self.observer = "server"
         self.threshold = check_threshold(name, threshold)
         self.aux_fraction = aux_fraction
         self.classifier = classifier if classifier is not None else LogisticRegression()

@@ -20,9 +20,6 @@ from fedgen.models import Model
 
 ModelChoice = Literal["global", "client"]
 MODEL_CHOICES = ("global", "client")
-# Who can run an attack on each choice of model: the client models reach only the server; the
-# global models are released to every participant (a peer) and, in the end, the public.
-OBSERVER_OF_MODEL = {"client": "server", "global": "public"}
 CHUNK_ROWS = 4096
 
 
@@ -58,9 +55,9 @@ def attacked_params(
         return [(server.final_params, np.arange(clients.shape[0]))]
     if server.rounds[-1].aggregate_only:
         raise ConfigError(
-            "an attack with model=client needs each client's returned model, but the server "
+            "an attack by observer=server needs each client's returned model, but the server "
             "saw only their aggregate (with defense secagg the server sees only the aggregate); "
-            "use model=global (attack.<name>.model=global)"
+            "use attack.<name>.observer=public (or peer)"
         )
     last = server.rounds[-1].client_params
     return [(last[c], np.flatnonzero(clients == c)) for c in np.unique(clients)]

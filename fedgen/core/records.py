@@ -22,12 +22,18 @@ class Cohort:
     metadata : dict of str to ndarray
         Facts about individuals or SNPs that are never used as features (ancestry group per
         individual, LD block per SNP, minor-allele frequency per SNP, causal SNP mask, ...).
+    reference : Cohort or None
+        Reference individuals: the same population and SNPs, but outside every client (never
+        partitioned, never trained on). What an attacker calibrates on (a public reference
+        panel such as 1000 Genomes, in the threat models of Homer 2008 and Sankararaman 2009).
+        None when the source provides none.
     """
 
     genotypes: NDArray[np.int8]
     labels: NDArray[np.int8]
     snp_names: tuple[str, ...]
     metadata: dict[str, NDArray[np.generic]] = field(default_factory=dict)
+    reference: Cohort | None = None
 
     @property
     def n_individuals(self) -> int:
@@ -143,6 +149,24 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """Values an attack infers, compared with the truth by the metrics (never by the attack).
+
+    Attributes
+    ----------
+    values : ndarray of float64, shape (m,)
+        The attack's estimates (e.g. each client's number of cases).
+    kind : {"count", "category"}
+        ``count``: scored by absolute error (``<key>_mae``, ``<key>_max_error``) against the
+        truth and against the trivial guess; ``category``: scored by accuracy
+        (``<key>_accuracy``) against chance.
+    """
+
+    values: NDArray[np.float64]
+    kind: str = "count"
+
+
+@dataclass(frozen=True)
 class AttackResult:
     """An attack's output on its targets: scores, and how the threshold turns them into calls.
 
@@ -164,6 +188,13 @@ class AttackResult:
         positive: orders the targets as exact arithmetic would where ``scores`` has rounded
         to ties (a confidence of exactly 1.0, a residual of exactly 0). ROC, AUC and TPR at
         low FPR use it; the threshold still applies to ``scores``.
+    per_round : tuple of ndarray of float64, shape (n,) each
+        For attacks on every round's record: the statistic of round ``r`` (1-based) at index
+        ``r - 1``, oriented like ``ranks`` (higher means more likely positive). The metrics
+        report AUC and TPR at low FPR per round (leakage over rounds). Empty otherwise.
+    estimates : dict of str to Estimate
+        Numbers the attack infers that are not per-target scores (each client's case count,
+        the client a participant belongs to); the metrics compare them with the truth.
     """
 
     name: str
@@ -171,6 +202,8 @@ class AttackResult:
     higher_is_positive: bool
     rules: dict[str, NDArray[np.int8]] = field(default_factory=dict)
     ranks: NDArray[np.float64] | None = None
+    per_round: tuple[NDArray[np.float64], ...] = ()
+    estimates: dict[str, Estimate] = field(default_factory=dict)
 
     def predict(self, threshold: float) -> NDArray[np.bool_]:
         """The attack's calls at ``threshold``, bool (n,)."""

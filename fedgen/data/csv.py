@@ -20,14 +20,23 @@ class CsvCohort:
     Every column except ``label_column`` and those in ``drop_columns`` is a SNP and must hold
     0, 1 or 2 in every row; the label must be 0 or 1; nothing may be missing. The first bad cell
     is reported with its file, row (1-based, header excluded) and column.
+
+    ``reference_fraction`` of the rows (drawn at random from ``rng``) are set aside as reference
+    individuals: outside every client, what attackers such as ``lrt`` and ``lira`` calibrate
+    on. 0 (the default) keeps every row in the federation, and those attacks then ask for it.
     """
 
     path: str
     label_column: str = "label"
     drop_columns: Sequence[str] = field(default_factory=lambda: ("sex", "ancestry_group"))
+    reference_fraction: float = 0.0
 
     def load(self, rng: np.random.Generator) -> Cohort:
-        """Read and validate the file (``rng`` is unused: the file is the cohort)."""
+        """Read and validate the file; ``rng`` draws the reference rows, if any."""
+        if not 0.0 <= self.reference_fraction < 1.0:
+            raise DataError(
+                f"dataset.reference_fraction={self.reference_fraction!r} must be in [0, 1)"
+            )
         path = Path(self.path).expanduser()
         if path.is_dir():
             raise DataError(
@@ -81,10 +90,15 @@ class CsvCohort:
                 if value is None:
                     raise DataError(_bad_cell(path, r, header[col], cell, "0, 1 or 2"))
                 genotypes[r, c] = value
+        names = tuple(header[i] for i in snp_cols)
+        n_reference = round(self.reference_fraction * labels.size)
+        if not n_reference:
+            return Cohort(genotypes=genotypes, labels=labels, snp_names=names)
+        order = rng.permutation(labels.size)
+        ref, kept = np.sort(order[:n_reference]), np.sort(order[n_reference:])
+        reference = Cohort(genotypes=genotypes[ref], labels=labels[ref], snp_names=names)
         return Cohort(
-            genotypes=genotypes,
-            labels=labels,
-            snp_names=tuple(header[i] for i in snp_cols),
+            genotypes=genotypes[kept], labels=labels[kept], snp_names=names, reference=reference
         )
 
 

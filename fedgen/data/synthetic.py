@@ -21,6 +21,13 @@ The model, step by step (``n`` individuals, ``p`` SNPs):
 
 With the defaults (10 causal SNPs, heritability 0.1) the largest single-SNP |Pearson r| with
 the label is about 0.05-0.15, as in the reference study.
+
+Reference individuals (``n_reference``, by default as many as the cohort in
+``conf/dataset/synthetic_snp.yaml``): drawn after the cohort, from the same population (the
+same allele frequencies, ancestry groups, LD and phenotype model: the cohort's causal effects,
+its standardisation and its liability cutoff, so their prevalence matches in expectation), and
+kept outside every client. They are what attackers calibrate on (``lrt``, ``lira``); drawing
+them after the cohort leaves the cohort itself unchanged whatever their number.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class SyntheticCohort:
     fst: float = 0.0
     ld_block_size: int = 1
     ld_rho: float = 0.0
+    n_reference: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +81,7 @@ class SyntheticCohort:
             (0.0 <= self.fst < 1.0, "dataset.fst must be in [0, 1)"),
             (self.ld_block_size >= 1, "dataset.ld_block_size must be at least 1"),
             (0.0 <= self.ld_rho < 1.0, "dataset.ld_rho must be in [0, 1)"),
+            (self.n_reference >= 0, "dataset.n_reference must be a non-negative integer"),
         ]
         for ok, message in checks:
             if not ok:
@@ -85,54 +94,122 @@ class SyntheticCohort:
         groups = rng.integers(0, self.n_ancestry_groups, size=n).astype(np.int8)
         group_maf = _balding_nichols(rng, maf, self.n_ancestry_groups, self.fst)
         blocks = np.arange(p, dtype=np.int32) // self.ld_block_size
-        with_ld = self.ld_block_size > 1 and self.ld_rho > 0.0
-        if self.n_ancestry_groups == 1 and not with_ld:
-            genotypes = hwe_genotypes(rng, maf, n)  # the common case, without a copy
-        else:
-            genotypes = np.empty((n, p), dtype=np.int8)
-            for k in range(self.n_ancestry_groups):
-                rows = np.flatnonzero(groups == k)
-                if with_ld:
-                    genotypes[rows] = _ld_genotypes(
-                        rng, group_maf[k], blocks, self.ld_rho, rows.size
-                    )
-                else:
-                    genotypes[rows] = hwe_genotypes(rng, group_maf[k], rows.size)
-        labels, causal, effects = self._phenotype(rng, genotypes)
+        genotypes = self._genotypes(rng, maf, group_maf, groups, blocks)
+        phenotype = _Phenotype.draw(self, rng, genotypes)
         metadata: dict[str, NDArray[np.generic]] = {
             "maf": maf,
-            "causal": causal,
-            "effect": effects,
+            "causal": phenotype.causal_mask(p),
+            "effect": phenotype.effects(p),
             "ld_block": blocks,
             "ancestry_group": groups,
         }
         names = tuple(f"snp_{j}" for j in range(p))
-        return Cohort(genotypes=genotypes, labels=labels, snp_names=names, metadata=metadata)
+        reference = None
+        if self.n_reference:
+            m = self.n_reference
+            ref_groups = rng.integers(0, self.n_ancestry_groups, size=m).astype(np.int8)
+            ref_genotypes = self._genotypes(rng, maf, group_maf, ref_groups, blocks)
+            reference = Cohort(
+                genotypes=ref_genotypes,
+                labels=phenotype.labels_of(rng, ref_genotypes, self.heritability),
+                snp_names=names,
+                metadata={"ancestry_group": ref_groups},
+            )
+        return Cohort(
+            genotypes=genotypes,
+            labels=phenotype.labels,
+            snp_names=names,
+            metadata=metadata,
+            reference=reference,
+        )
 
-    def _phenotype(
-        self, rng: np.random.Generator, genotypes: NDArray[np.int8]
-    ) -> tuple[NDArray[np.int8], NDArray[np.bool_], NDArray[np.float64]]:
+    def _genotypes(
+        self,
+        rng: np.random.Generator,
+        maf: NDArray[np.float64],
+        group_maf: NDArray[np.float64],
+        groups: NDArray[np.int8],
+        blocks: NDArray[np.int32],
+    ) -> NDArray[np.int8]:
+        """Genotypes of individuals in ``groups`` (n,), int8 (n, p)."""
+        n, p = groups.size, maf.size
+        with_ld = self.ld_block_size > 1 and self.ld_rho > 0.0
+        if self.n_ancestry_groups == 1 and not with_ld:
+            return hwe_genotypes(rng, maf, n)  # the common case, without a copy
+        genotypes = np.empty((n, p), dtype=np.int8)
+        for k in range(self.n_ancestry_groups):
+            rows = np.flatnonzero(groups == k)
+            if with_ld:
+                genotypes[rows] = _ld_genotypes(rng, group_maf[k], blocks, self.ld_rho, rows.size)
+            else:
+                genotypes[rows] = hwe_genotypes(rng, group_maf[k], rows.size)
+        return genotypes
+
+
+@dataclass(frozen=True)
+class _Phenotype:
+    """The liability-threshold phenotype drawn for a cohort, reusable for reference individuals.
+
+    ``causal`` (k,) SNP indices with effects ``beta`` (k,); ``mean``/``std`` (k,) the cohort's
+    standardisation of those SNPs; ``scale`` the genetic score's SD in the cohort (0: no
+    genetic term); ``cutoff`` the liability at and above which an individual is a case.
+    """
+
+    labels: NDArray[np.int8]
+    causal: NDArray[np.intp]
+    beta: NDArray[np.float64]
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    scale: float
+    cutoff: float
+
+    @classmethod
+    def draw(
+        cls, source: SyntheticCohort, rng: np.random.Generator, genotypes: NDArray[np.int8]
+    ) -> _Phenotype:
         n, p = genotypes.shape
-        causal_idx = np.sort(rng.choice(p, size=self.n_causal, replace=False))
-        beta = rng.standard_normal(self.n_causal)
-        liability = np.sqrt(1.0 - self.heritability) * rng.standard_normal(n)
-        if self.n_causal and self.heritability > 0.0:
+        h2 = source.heritability
+        causal_idx = np.sort(rng.choice(p, size=source.n_causal, replace=False))
+        beta = rng.standard_normal(source.n_causal)
+        liability = np.sqrt(1.0 - h2) * rng.standard_normal(n)
+        mean = np.zeros(source.n_causal)
+        std = np.ones(source.n_causal)
+        scale = 0.0
+        if source.n_causal and h2 > 0.0:
             g = genotypes[:, causal_idx].astype(np.float64)
-            std = g.std(axis=0)
-            g = (g - g.mean(axis=0)) / np.where(std > 0, std, 1.0)
-            genetic = g @ beta
-            scale = genetic.std()
+            mean = g.mean(axis=0)
+            sd = g.std(axis=0)
+            std = np.where(sd > 0, sd, 1.0)
+            genetic = ((g - mean) / std) @ beta
+            scale = float(genetic.std())
             if scale > 0:
-                liability += genetic * (np.sqrt(self.heritability) / scale)
-        n_cases = round(self.prevalence * n)
+                liability += genetic * (np.sqrt(h2) / scale)
+        n_cases = round(source.prevalence * n)
         order = np.argsort(-liability, kind="stable")
         labels = np.zeros(n, dtype=np.int8)
         labels[order[:n_cases]] = 1
-        causal = np.zeros(p, dtype=bool)
-        causal[causal_idx] = True
-        effects = np.zeros(p)
-        effects[causal_idx] = beta
-        return labels, causal, effects
+        cutoff = float(liability[order[n_cases - 1]]) if n_cases else np.inf
+        return cls(labels, causal_idx, beta, mean, std, scale, cutoff)
+
+    def causal_mask(self, p: int) -> NDArray[np.bool_]:
+        mask = np.zeros(p, dtype=bool)
+        mask[self.causal] = True
+        return mask
+
+    def effects(self, p: int) -> NDArray[np.float64]:
+        out = np.zeros(p)
+        out[self.causal] = self.beta
+        return out
+
+    def labels_of(
+        self, rng: np.random.Generator, genotypes: NDArray[np.int8], h2: float
+    ) -> NDArray[np.int8]:
+        """Phenotypes of new individuals of the same population, int8 (m,)."""
+        liability = np.sqrt(1.0 - h2) * rng.standard_normal(genotypes.shape[0])
+        if self.scale > 0:
+            g = genotypes[:, self.causal].astype(np.float64)
+            liability += ((g - self.mean) / self.std) @ self.beta * (np.sqrt(h2) / self.scale)
+        return np.asarray(liability >= self.cutoff, dtype=np.int8)
 
 
 def hwe_genotypes(rng: np.random.Generator, maf: NDArray[np.float64], n: int) -> NDArray[np.int8]:

@@ -10,17 +10,17 @@ every client's update ``u_k = theta_k - theta`` to L2 norm at most ``C``
 The released global models therefore hide whether any one hospital took part.
 
 **The server adds the noise itself.** The honest-but-curious server's own view -- the client
-updates it received, which fedgen records and the ``model=client`` attacks read -- is *not*
+updates it received, which fedgen records and the ``observer=server`` attacks read -- is *not*
 protected: they arrive clean, before clipping and noise. What is protected is everything
 released after aggregation: what the other hospitals (peers) and the public see, i.e. the global
-models the server sends out (the ``model=global`` attacks). To protect against the server, the
+models the server sends out (the ``observer=public`` attacks). To protect against the server, the
 noise has to be added before an update leaves the client (local DP, DP-SGD) or the server has to
 be unable to see individual updates (secure aggregation).
 
 From round 2 on, clients start from the noised global model, so what they send is a clean
 function of their data *given* a noisy start. The server still holds each round's clean update
 ``theta_k - theta_sent``, with no guarantee on it; but attacks that read a client's absolute
-model (as fedgen's ``model=client`` attacks do) also weaken when the noise is large, because
+model (as fedgen's ``observer=server`` attacks do) also weaken when the noise is large, because
 the whole federation then trains from noise. In round 1 the client models are exactly the
 undefended ones.
 

@@ -23,7 +23,7 @@ class ClientDP(BaseDefense):
     Protects against: the **server** (and everyone downstream: peers, the public) learning
     whether a hospital's data took part, or anything about it, from the updates. The noise is
     added before the update leaves the client, so the server never receives a clean update:
-    fedgen's record, and every attack reading it (``model=client`` or ``global``), sees only
+    fedgen's record, and every attack reading it (any observer), sees only
     noised updates. The price is noise on every client's update rather than on the aggregate
     (``sqrt(m)`` times more noise on the average of ``m`` clients than central DP at the same
     per-client guarantee).

@@ -47,7 +47,7 @@ class Clip(BaseDefense):
 
     Protects against: updates that carry more of one hospital's data than a norm bound allows
     (outlier clients, large early-round steps), as seen by the **server** that receives each
-    update (fedgen's record, the ``model=client`` attacks) and by everyone downstream of the
+    update (fedgen's record, the ``observer=server`` attacks) and by everyone downstream of the
     aggregate. Clipping alone is not differential privacy: it bounds the sensitivity that a
     noise mechanism (:class:`~fedgen.defenses.ClientDP`, central DP) is calibrated to, and makes
     no privacy claim of its own (:meth:`account` returns None).

@@ -16,8 +16,8 @@ models and nothing finer; the sample counts (and the train reply's metrics: part
 row count) travel in the clear.
 
 It makes no differential-privacy claim: the aggregate, and every global model released after it,
-still carries what all clients' data say together, so ``model=global`` attacks see exactly what
-they saw without it (up to quantisation), while ``model=client`` attacks have nothing to attack.
+still carries what all clients' data say together, so ``observer=public`` attacks see exactly what
+they saw without it (up to quantisation), while ``observer=server`` attacks have nothing to attack.
 
 How it runs in Flower 1.41
 --------------------------

@@ -34,7 +34,10 @@ POST_TRAINING_KEYS = (
     "cache_dir",
 )
 # Parts of a training group that cannot change the numbers (backends are bit-identical).
-_NOT_KEYED = {"federation": ("backend",)}
+# Not part of what is trained: the backend (bit-identical results), and how many reference
+# individuals a synthetic source draws after the cohort (the cohort's arrays, which key the
+# cache too, are the same whatever their number).
+_NOT_KEYED = {"federation": ("backend",), "dataset": ("n_reference",)}
 
 
 def build_experiment(
@@ -138,12 +141,12 @@ def build_training(cfg: DictConfig) -> Training:
 def _check_observers(training: Training, attacks: Sequence[Any]) -> None:
     """Fail before training when an attack needs client models a defense hides from the server."""
     hiding = [d.name for d in training.defenses if getattr(d, "hides_client_updates", False)]
-    needing = [a.name for a in attacks if getattr(a, "model", None) == "client"]
+    needing = [a.name for a in attacks if getattr(a, "needs_client_models", False)]
     if hiding and needing:
         raise ConfigError(
             f"attack(s) {', '.join(needing)} attack each client's returned model, but with "
             f"defense {', '.join(hiding)} the server sees only the aggregate; set "
-            f"attack.<name>.model=global, or attack=[mia,gmia]"
+            f"attack.<name>.observer=public (or peer), or attack=[mia,gmia]"
         )
 
 

@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
-from fedgen.attacks.signals import OBSERVER_OF_MODEL
 from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
@@ -181,7 +180,7 @@ def _check_audit(
     """Flag (tag and error line) an empirical epsilon bound above the accounted epsilon."""
     key = "epsilon_lower_bound"
     bounds = {
-        a.name: (OBSERVER_OF_MODEL[getattr(attack, "model", "global")], a.metrics[key])
+        a.name: (attack.observer, a.metrics[key])
         for attack, a in zip(attacks, done, strict=True)
         if key in a.metrics
     }
@@ -205,6 +204,15 @@ def _attack(
     assert exp.evaluation is not None
     done = tuple(assess(a, arena, exp.evaluation.n_bootstrap, delta) for a in exp.attacks)
     run.log_metrics(_namespaced(done))
+    # Leakage over rounds, as MLflow charts: <attack>/per_round/<metric> with step = round.
+    history: dict[int, dict[str, float]] = {}
+    for a in done:
+        for r, values in a.rounds.items():
+            history.setdefault(r, {}).update(
+                {f"{a.name}/per_round/{k}": v for k, v in values.items()}
+            )
+    if history:
+        run.log_history(sorted(history.items()))
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
     if omitted:
         run.set_tags(omitted)

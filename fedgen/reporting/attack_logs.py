@@ -109,15 +109,32 @@ def console_table(assessments: Sequence[Assessment]) -> str:
     """A short fixed-width table: attack, threshold, P/R/F1, AUC, advantage, trivial F1."""
     head = ("attack", "threshold", "precision", "recall", "F1", "AUC", "advantage", "trivial F1")
     keys = ("precision", "recall", "f1", "auc", "advantage", "trivial_f1")
-    lines = ["{:<8}{:>10}{:>10}{:>8}{:>8}{:>8}{:>10}{:>11}".format(*head)]
+    width = max([8, *(len(a.name) + 2 for a in assessments)])
+    row = "{:<" + str(width) + "}{:>10}{:>10}{:>8}{:>8}{:>8}{:>10}{:>11}"
+    lines = [row.format(*head)]
     for a in assessments:
+        if a.truth.size == 0:
+            continue
         values = [f"{a.metrics[k]:.3f}" if k in a.metrics else "-" for k in keys]
-        lines.append(
-            "{:<8}{:>10}{:>10}{:>8}{:>8}{:>8}{:>10}{:>11}".format(
-                a.name, f"{a.threshold:g}", *values
-            )
-        )
+        lines.append(row.format(a.name, f"{a.threshold:g}", *values))
+    for a in assessments:
+        for key, estimate in a.result.estimates.items():
+            lines.append(_estimate_line(a, key, estimate.kind))
     return "\n".join(lines)
+
+
+def _estimate_line(a: Assessment, key: str, kind: str) -> str:
+    """``<attack>: <key> mean abs. error 0 (trivial guess 12.4)``, or its accuracy vs chance."""
+    m = a.metrics
+    if kind == "category":
+        text = f"{key} accuracy {m[f'{key}_accuracy']:.3f}"
+        if f"{key}_chance" in m:
+            text += f" (chance {m[f'{key}_chance']:.3f})"
+    else:
+        text = f"{key} mean abs. error {m[f'{key}_mae']:.3g}"
+        if f"{key}_trivial_mae" in m:
+            text += f" (trivial guess {m[f'{key}_trivial_mae']:.3g})"
+    return f"{a.name}: {text}"
 
 
 def _cell(metrics: Mapping[str, float], key: str) -> str:

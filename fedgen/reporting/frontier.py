@@ -3,9 +3,10 @@
 Each run of a sweep over a defense's strength is one point per observer: the phenotype model's
 test accuracy (utility) against the strongest membership attack that observer can run
 (leakage: AUC and TPR at 1% FPR), labelled with the accounted epsilon. Observers follow the
-attacks' ``model`` option: ``client`` scores the client models the server received (the
-honest-but-curious **server**), ``global`` the released global model (a **peer** or the
-**public**).
+attacks' ``observer`` option (:mod:`fedgen.attacks.observers`): the honest-but-curious
+**server**, a **peer** (another participant) or the **public** (the released model); runs
+stored before that option existed name the attacked ``model`` (``client``: the server,
+``global``: the public).
 """
 
 from __future__ import annotations
@@ -15,26 +16,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedgen.attacks.signals import OBSERVER_OF_MODEL
+from fedgen.attacks.observers import OBSERVERS
 from fedgen.figures.base import Plot, new_figure
 from fedgen.reporting.report import RunRecord, swept_params
 
 LEAKAGE = ("auc", "tpr_at_fpr_0.01", "epsilon_lower_bound")
+OBSERVER_OF_MODEL = {"client": "server", "global": "public"}  # runs from before ``observer``
 UTILITY = ("fed/test_accuracy", "fed/test_loss")
 
 
 def membership_attacks(record: RunRecord) -> dict[str, str]:
-    """The run's membership attacks and the observer each one plays (from its ``model``)."""
-    out = {}
-    for key, value in record.params.items():
+    """The run's membership attacks and the observer of each.
+
+    An attack with an ``observer`` param is a membership attack if it has an empirical epsilon
+    bound (``<attack>/epsilon_lower_bound``; label attacks have none); in older runs the
+    membership attacks are those with a ``model`` param, and it implies the observer.
+    """
+    out: dict[str, str] = {}
+    for key, value in sorted(record.params.items(), key=lambda kv: kv[0].endswith("model")):
         parts = key.split(".")
-        if (
-            len(parts) == 3
-            and parts[0] == "attack"
-            and parts[2] == "model"
-            and value in OBSERVER_OF_MODEL
-        ):
-            out[parts[1]] = OBSERVER_OF_MODEL[value]
+        if len(parts) != 3 or parts[0] != "attack":
+            continue
+        if parts[2] == "observer" and value in OBSERVERS:
+            if f"{parts[1]}/epsilon_lower_bound" in record.metrics:
+                out[parts[1]] = value
+        elif parts[2] == "model" and value in OBSERVER_OF_MODEL:
+            out.setdefault(parts[1], OBSERVER_OF_MODEL[value])
     return out
 
 
@@ -60,7 +67,7 @@ def frontier_table(records: Sequence[RunRecord]) -> list[dict[str, str]]:
         for m in UTILITY:
             row[m.split("/")[1]] = repr(float(r.metrics[m])) if m in r.metrics else ""
         attacks = membership_attacks(r)
-        for observer in OBSERVER_OF_MODEL.values():
+        for observer in OBSERVERS:
             mine = [a for a, o in attacks.items() if o == observer]
             for m in LEAKAGE:
                 values = [r.metrics[f"{a}/{m}"] for a in mine if f"{a}/{m}" in r.metrics]
@@ -77,7 +84,7 @@ def frontier_plot(records: Sequence[RunRecord], subtitle: str) -> Plot:
     """
     table = frontier_table(records)
     data: dict[str, dict[str, np.ndarray]] = {}
-    for observer in OBSERVER_OF_MODEL.values():
+    for observer in OBSERVERS:
         rows = [row for row in table if row[f"best_{observer}_auc"] and row["test_accuracy"]]
         if not rows:
             continue
@@ -91,7 +98,7 @@ def frontier_plot(records: Sequence[RunRecord], subtitle: str) -> Plot:
         }
     fig = new_figure("Privacy-utility frontier", subtitle, size=(11.0, 4.4))
     axes = fig.subplots(1, 2, sharey=True)
-    markers = {"server": "o", "public": "s"}
+    markers = {"server": "o", "peer": "^", "public": "s"}
     for i, (observer, s) in enumerate(data.items()):
         for ax, x in zip(axes, ("auc", "tpr"), strict=True):
             ax.plot(
