@@ -195,6 +195,11 @@ class AttackResult:
     estimates : dict of str to Estimate
         Numbers the attack infers that are not per-target scores (each client's case count,
         the client a participant belongs to); the metrics compare them with the truth.
+    baselines : dict of str to ndarray of float64, shape (n,)
+        Scores of the same targets by a weaker attacker that lacks the observation (e.g. a
+        polygenic score fitted on reference individuals, for label inference), higher meaning
+        more likely positive; the metrics report each one's AUC as ``<key>_auc`` beside the
+        attack's own.
     """
 
     name: str
@@ -204,6 +209,7 @@ class AttackResult:
     ranks: NDArray[np.float64] | None = None
     per_round: tuple[NDArray[np.float64], ...] = ()
     estimates: dict[str, Estimate] = field(default_factory=dict)
+    baselines: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
     def predict(self, threshold: float) -> NDArray[np.bool_]:
         """The attack's calls at ``threshold``, bool (n,)."""

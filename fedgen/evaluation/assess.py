@@ -81,6 +81,9 @@ def assess(attack: Attack[Any], arena: Arena, n_bootstrap: int, delta: float = 0
     rng = child_rng(arena.seed, f"bootstrap/{result.name}")
     pooled, omitted = attack_metrics(scores, truth, predicted, rng=rng, n_bootstrap=n_bootstrap)
     metrics.update(pooled)
+    if truth.any() and not truth.all():
+        for key, baseline in result.baselines.items():
+            metrics[f"{key}_auc"] = auc(baseline, truth)
     rounds = {
         r: per_round_metrics(statistic, truth)
         for r, statistic in enumerate(result.per_round, start=1)
