@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.core.errors import ConfigError
-from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool
+from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool, Split
 from fedgen.models import Model
 
 V = TypeVar("V")
@@ -23,7 +23,8 @@ class Arena:
     from the arena, the view it is allowed (see :mod:`fedgen.attacks.views`), and the truth
     that goes only to the metrics. ``server`` is the record of what the server received and
     sent (:mod:`fedgen.federation.recorder`); ``model`` is the model's interface (the
-    architecture and training settings, which the server knows).
+    architecture and training settings, which the server knows); ``split`` is every client's
+    train and test rows (the truth about who trained where; None where unknown).
     """
 
     cohort: Cohort
@@ -31,6 +32,7 @@ class Arena:
     server: FederationResult
     seed: int
     model: Model
+    split: Split | None = None
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def run_experiment(exp: Experiment) -> Outcome:
         assessments: tuple[Assessment, ...] = ()
         if exp.evaluation is not None:
             pool = exp.evaluation.pool(split, child_rng(exp.seed, "evaluation"))
-            arena = Arena(cohort, pool, result, exp.seed, exp.training.model)
+            arena = Arena(cohort, pool, result, exp.seed, exp.training.model, split)
             assessments = _attack(exp, arena, run, privacy.delta)
             _check_audit(privacy, exp.attacks, assessments, run)
             if exp.figures:
