@@ -10,17 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 from matplotlib.projections.polar import PolarAxes
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from fedgen.core.records import AttackResult
+from fedgen.attacks import Arena, ConfidenceMIA
+from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool
+from fedgen.evaluation.assess import Assessment, per_round_metrics
 from fedgen.evaluation.metrics import roc, threshold_metrics, trivial_metrics
 from fedgen.figures import plots
 from fedgen.figures.base import Plot, save_png
+from fedgen.figures.run import run_figures
+from fedgen.models import SGDLogistic
 
 SUBTITLE = "synthetic n=300 p=20 | 3 clients, 5 rounds | seed 7"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -313,6 +319,119 @@ def test_client_auc_matrix_with_missing_clients() -> None:
     assert "chance" in _legend_texts(ax)
 
 
+# --- leakage_over_rounds ---------------------------------------------------------------------
+
+SHIFTS = (0.3, 0.9, 1.6, 1.1, 0.5)  # members' mean shift per round: the leakiest is round 3
+
+
+def _per_round_assessment(
+    name: str, shifts: tuple[float, ...], n: int = 600, seed: int = 2
+) -> Assessment:
+    """An Assessment whose per-round statistics separate members by ``shifts[r - 1]`` SDs,
+    with its ``rounds`` computed by the same function as `assess`."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < 0.5
+    per_round = tuple(rng.standard_normal(n) + shift * truth for shift in shifts)
+    result = AttackResult(name, rng.random(n), True, per_round=per_round)
+    rounds = {r: per_round_metrics(s, truth) for r, s in enumerate(per_round, start=1)}
+    clients = np.zeros(n, dtype=np.int64)
+    return Assessment(result, truth, clients, 0.5, {"auc": 0.5}, {}, rounds)
+
+
+def _tpr_at_1pct(statistic: NDArray[np.float64], truth: NDArray[np.bool_]) -> float:
+    fpr, tpr, _ = roc_curve(truth, statistic)
+    return float(tpr[fpr <= 0.01].max())
+
+
+def test_leakage_over_rounds_draws_each_rounds_auc_and_tpr_and_stars_the_leakiest() -> None:
+    leaky = _per_round_assessment("lrt", SHIFTS)
+    blind = _per_round_assessment("blind", (0.0,) * 5, seed=3)
+    plot = plots.leakage_over_rounds({"lrt": leaky.rounds, "blind": blind.rounds}, SUBTITLE)
+    d = plot.data
+    assert plot.name == "leakage_over_rounds"
+    assert d["attacks"] == ["lrt", "blind"]
+    for a in (leaky, blind):
+        np.testing.assert_array_equal(d["rounds"][a.name], [1, 2, 3, 4, 5])
+        stats = a.result.per_round
+        expected_auc = [roc_auc_score(a.truth, s) for s in stats]
+        np.testing.assert_allclose(d["auc"][a.name], expected_auc, atol=1e-12)
+        expected_tpr = [_tpr_at_1pct(s, a.truth) for s in stats]
+        np.testing.assert_allclose(d["tpr_at_fpr_0.01"][a.name], expected_tpr, atol=1e-12)
+    assert d["leakiest"]["lrt"] == (3, pytest.approx(d["auc"]["lrt"][2]))
+    assert np.all(np.diff(d["auc"]["lrt"][:3]) > 0) and np.all(np.diff(d["auc"]["lrt"][2:]) < 0)
+    assert np.all(np.abs(d["auc"]["blind"] - 0.5) < 0.08)  # no signal: chance every round
+    auc_ax, tpr_ax = plot.figure.axes
+    for ax, key, chance in ((auc_ax, "auc", 0.5), (tpr_ax, "tpr_at_fpr_0.01", 0.01)):
+        lines = ax.get_lines()
+        # per attack: its curve, then its star; then the chance line
+        assert len(lines) == 2 * 2 + 1
+        for i, name in enumerate(("lrt", "blind")):
+            curve, star = lines[2 * i], lines[2 * i + 1]
+            np.testing.assert_array_equal(curve.get_xdata(), [1, 2, 3, 4, 5])
+            np.testing.assert_array_equal(curve.get_ydata(), d[key][name])
+            assert star.get_marker() == "*" and star.get_color() == curve.get_color()
+            at = d["leakiest"][name][0]
+            assert list(star.get_xdata()) == [at]
+            assert list(star.get_ydata()) == [d[key][name][at - 1]]
+        assert lines[-1].get_linestyle() == "--"
+        assert list(lines[-1].get_ydata()) == [chance, chance]
+    (legend,) = plot.figure.legends  # one, below both panels
+    assert [text.get_text() for text in legend.get_texts()] == [
+        f"lrt (max AUC {d['auc']['lrt'][2]:.3f}, round 3)",
+        f"blind (max AUC {d['leakiest']['blind'][1]:.3f}, round {d['leakiest']['blind'][0]})",
+        "chance (AUC 0.5)",
+        "chance (TPR = FPR = 0.01)",
+        "leakiest round (max AUC)",
+    ]
+    assert auc_ax.get_xlabel() == tpr_ax.get_xlabel() == "FedAvg round attacked"
+
+
+def test_leakage_over_rounds_gaps_and_validation() -> None:
+    rounds = {2: {"auc": 0.7}, 1: {"auc": 0.6, "tpr_at_fpr_0.01": 0.05}}  # unsorted, no TPR
+    plot = plots.leakage_over_rounds({"lrt": rounds}, SUBTITLE)
+    np.testing.assert_array_equal(plot.data["rounds"]["lrt"], [1, 2])
+    np.testing.assert_array_equal(plot.data["tpr_at_fpr_0.01"]["lrt"], [0.05, np.nan])
+    assert plot.data["leakiest"] == {"lrt": (2, 0.7)}
+    with pytest.raises(ValueError, match="at least one round"):
+        plots.leakage_over_rounds({}, SUBTITLE)
+    with pytest.raises(ValueError, match="at least one round"):
+        plots.leakage_over_rounds({"lrt": {}}, SUBTITLE)
+    with pytest.raises(ValueError, match=r"lrt: rounds \[2\] have no 'auc'"):
+        plots.leakage_over_rounds({"lrt": {1: {"auc": 0.6}, 2: {"advantage": 0.1}}}, SUBTITLE)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.sampled_from([0.5, 0.55, 0.6, 0.7]), min_size=1, max_size=8))
+def test_the_leakiest_round_is_the_first_with_the_highest_auc(aucs: list[float]) -> None:
+    plot = plots.leakage_over_rounds(
+        {"a": {r: {"auc": v} for r, v in enumerate(aucs, start=1)}}, SUBTITLE
+    )
+    at, value = plot.data["leakiest"]["a"]
+    assert value == max(aucs) and at == aucs.index(max(aucs)) + 1
+
+
+def _arena() -> Arena:
+    genotypes, labels, names = _cohort(n=40, p=8)
+    rows = np.arange(40, dtype=np.int64)
+    pool = Pool(rows, rows % 2 == 0, np.zeros(40, dtype=np.int64))
+    server = FederationResult(initial_params={}, rounds=())
+    return Arena(Cohort(genotypes, labels, tuple(names)), pool, server, 0, SGDLogistic())
+
+
+def test_run_figures_draw_leakage_over_rounds_only_for_attacks_with_rounds() -> None:
+    with_rounds = _per_round_assessment("lrt", SHIFTS)
+    without = _per_round_assessment("mia", ())
+    assert without.rounds == {}
+    attacks = [ConfidenceMIA(), ConfidenceMIA()]  # stand-ins: run_figures reads names off results
+    tasks = run_figures(_arena(), attacks, [without, with_rounds], SUBTITLE)
+    over_rounds = [t for t in tasks if t.function == "leakage_over_rounds"]
+    assert len(over_rounds) == 1
+    assert over_rounds[0].args == ({"lrt": with_rounds.rounds}, SUBTITLE)
+    assert over_rounds[0].draw().data["leakiest"]["lrt"][0] == 3
+    names = {t.function for t in run_figures(_arena(), attacks[:1], [without], SUBTITLE)}
+    assert "leakage_over_rounds" not in names and "roc_curves" in names
+
+
 # --- every figure: PNG, title, labels, no pyplot ----------------------------------------------
 
 
@@ -336,6 +455,9 @@ def _builders() -> dict[str, Callable[[], Plot]]:
         "radar": lambda: plots.radar({"mia": {"precision": 0.5, "auc": 0.6}}, SUBTITLE),
         "training_curves": lambda: plots.training_curves(rounds, curves, SUBTITLE),
         "client_auc": lambda: plots.client_auc_bars({"mia": {0: 0.6, 1: 0.4}}, SUBTITLE),
+        "leakage_over_rounds": lambda: plots.leakage_over_rounds(
+            {"lrt": _per_round_assessment("lrt", SHIFTS).rounds}, SUBTITLE
+        ),
     }
 
 

@@ -620,3 +620,106 @@ def client_auc_bars(per_client: Mapping[str, Mapping[int, float]], subtitle: str
     ax.set_ylabel("ROC AUC on the client's pool")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return Plot("client_auc", fig, {"attacks": attacks, "clients": clients, "auc": values})
+
+
+#: `leakage_over_rounds`' panels: the per-round metric, axis label, chance level and its label.
+ROUND_PANELS = (
+    ("auc", "ROC AUC of the round's statistic", 0.5, "chance (AUC 0.5)"),
+    ("tpr_at_fpr_0.01", "TPR at 1% FPR", 0.01, "chance (TPR = FPR = 0.01)"),
+)
+
+
+def leakage_over_rounds(
+    per_round: Mapping[str, Mapping[int, Mapping[str, float]]], subtitle: str
+) -> Plot:
+    """AUC (left) and TPR at 1% FPR (right) of attacks on each round's record, against round.
+
+    One line per attack, the chance levels (AUC 0.5; TPR = FPR = 0.01) dashed, and each
+    attack's leakiest round (highest AUC, the earliest on ties) starred in both panels: a
+    server that wants one record of a target can stop training there.
+
+    Parameters
+    ----------
+    per_round : mapping of str to (mapping of int to (mapping of str to float))
+        Attack -> round (1-based) -> its metrics, as ``Assessment.rounds``: ``auc`` (required)
+        and ``tpr_at_fpr_0.01`` (missing or NaN where the pool is too small: a gap).
+    subtitle : str
+        The experiment's key settings, shown under the title.
+
+    Returns
+    -------
+    Plot
+        Name ``leakage_over_rounds``; data ``attacks`` (list), and per attack ``rounds`` {attack:
+        (R,) float64 ascending}, ``auc`` and ``tpr_at_fpr_0.01`` {attack: (R,) float64, NaN
+        where missing}, ``leakiest`` {attack: (round, auc)}.
+    """
+    if not per_round or not all(per_round.values()):
+        raise ValueError("leakage_over_rounds needs at least one round of at least one attack")
+    attacks = list(per_round)
+    rounds: dict[str, Floats] = {}
+    series: dict[str, dict[str, Floats]] = {key: {} for key, *_ in ROUND_PANELS}
+    leakiest: dict[str, tuple[int, float]] = {}
+    tops: dict[str, int] = {}
+    for attack in attacks:
+        by_round = per_round[attack]
+        order = sorted(by_round)
+        missing = [r for r in order if "auc" not in by_round[r]]
+        if missing:
+            raise ValueError(f"{attack}: rounds {missing} have no 'auc'")
+        rounds[attack] = np.array(order, dtype=np.float64)
+        for key, *_ in ROUND_PANELS:
+            values = [by_round[r].get(key, np.nan) for r in order]
+            series[key][attack] = np.array(values, dtype=np.float64)
+        aucs = series["auc"][attack]
+        if np.isnan(aucs).all():
+            raise ValueError(f"{attack}: every round's AUC is NaN")
+        top = int(np.nanargmax(aucs))  # first maximum: the earliest leakiest round
+        tops[attack] = top
+        leakiest[attack] = (order[top], float(aucs[top]))
+
+    fig = new_figure("Leakage over rounds (attacks on each round)", subtitle, size=(9.0, 4.6))
+    panels = fig.subplots(1, 2)
+    longest = max(r.size for r in rounds.values())
+    marker = "o" if longest <= 30 else None
+    for ax, (key, ylabel, chance, chance_label) in zip(panels, ROUND_PANELS, strict=True):
+        for i, attack in enumerate(attacks):
+            x, y = rounds[attack], series[key][attack]
+            at, value = leakiest[attack]
+            label = f"{attack} (max AUC {value:.3f}, round {at})"
+            ax.plot(x, y, color=f"C{i}", marker=marker, markersize=3, label=label)
+            top = tops[attack]
+            ax.plot(
+                [x[top]],
+                [y[top]],
+                marker="*",
+                markersize=12,
+                markeredgecolor="black",
+                linestyle="",
+                color=f"C{i}",
+            )
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=chance_label)
+        ax.set_xlabel("FedAvg round attacked")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    panels[1].set_ylim(bottom=0.0)
+    # One legend below both panels, so that it never hides a curve.
+    handles = [
+        *panels[0].get_lines()[: 2 * len(attacks) : 2],
+        *(ax.get_lines()[-1] for ax in panels),
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker="*",
+            markersize=10,
+            linestyle="",
+            color="white",
+            markeredgecolor="black",
+            label="leakiest round (max AUC)",
+        )
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    data = {"attacks": attacks, "rounds": rounds, **series, "leakiest": leakiest}
+    return Plot("leakage_over_rounds", fig, data)

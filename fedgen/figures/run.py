@@ -21,8 +21,9 @@ def run_figures(
     assessments: Sequence[Assessment],
     subtitle: str,
 ) -> list[Task]:
-    """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC),
-    the cohort (PCA, top SNP correlations) and training (per-round curves).
+    """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC,
+    and over rounds for attacks on every round), the cohort (PCA, top SNP correlations) and
+    training (per-round curves).
 
     Leakage figures follow the attacks that ran, with their own options and thresholds
     (``assessments[i]`` is ``attacks[i]``'s): the gradient-norm histogram is G-MIA's scores as
@@ -103,4 +104,7 @@ def run_figures(
         for a in assessments
     }
     figures.append(Task("client_auc_bars", (per_client, subtitle)))
+    per_round = {a.name: a.rounds for a in assessments if a.rounds}
+    if per_round:
+        figures.append(Task("leakage_over_rounds", (per_round, subtitle)))
     return figures
