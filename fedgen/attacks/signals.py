@@ -129,3 +129,68 @@ def gradient_norms(
         g = model.per_sample_gradients(params, X[part], y[part])
         out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
     return out
+
+
+def logit_gradients(model: Model, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's gradient of the logit ``z`` with respect to every parameter, float64 (n, d).
+
+    The model gives only loss gradients, ``g = (sigmoid(z) - y) grad z``; at the true label the
+    residual may round to 0 (a saturated model) and take ``grad z`` with it. So the gradient is
+    read at the label whose residual is at least 1/2 in size and divided by that residual,
+    which loses nothing. Columns follow :func:`fedgen.models.base.flatten`'s order.
+    """
+    z = model.decision_function(params, X)
+    easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
+    g = model.per_sample_gradients(params, X, easy)
+    residual = np.where(easy == 1, -expit(-z), expit(z))  # sigmoid(z) - easy, signed
+    return np.asarray(g / residual[:, None], np.float64)
+
+
+def update_alignments(
+    model: Model,
+    params: Params,
+    X: NDArray[np.float64],
+    y: NDArray[np.integer],
+    updates: NDArray[np.float64],
+    chunk_values: int = CHUNK_ROWS * 1024,
+) -> NDArray[np.float64]:
+    """Cosine of each row's negative log-loss gradient with each update, float64 (n, K).
+
+    ``-g = (y - sigmoid(z)) grad z`` points along ``grad z`` for ``y = 1`` and against it for
+    ``y = 0``, so ``cos(-g, u) = (2 y - 1) cos(grad z, u)`` exactly, and is computed so: finite
+    and exact where ``g`` itself rounds to 0. A zero update has cosine 0 with every row. Equal
+    updates give bit-equal columns (each distinct update is computed once).
+
+    Parameters
+    ----------
+    model : Model
+    params : Params
+        The model the gradients are taken at (a round's starting global model).
+    X : ndarray of float64, shape (n, p)
+    y : ndarray of int, shape (n,), values 0/1
+    updates : ndarray of float64, shape (K, d)
+        Parameter changes in :func:`fedgen.models.base.flatten`'s order.
+    chunk_values : int
+        At most this many gradient values in memory at once (rows are processed in chunks of
+        at most ``CHUNK_ROWS``).
+    """
+    distinct, inverse = np.unique(updates, axis=0, return_inverse=True)
+    norms = np.linalg.norm(distinct, axis=1)
+    unit = np.divide(
+        distinct, norms[:, None], out=np.zeros_like(distinct), where=norms[:, None] > 0
+    )
+    sign = np.where(np.asarray(y) == 1, 1.0, -1.0)
+    out = np.empty((X.shape[0], distinct.shape[0]))
+    rows = max(1, min(CHUNK_ROWS, chunk_values // max(1, distinct.shape[1])))
+    for start in range(0, X.shape[0], rows):
+        part = slice(start, start + rows)
+        grad_z = logit_gradients(model, params, X[part])
+        length = np.linalg.norm(grad_z, axis=1)
+        cos = np.divide(
+            grad_z @ unit.T,
+            length[:, None],
+            out=np.zeros((grad_z.shape[0], unit.shape[0])),
+            where=length[:, None] > 0,
+        )
+        out[part] = sign[part, None] * cos
+    return out[:, np.reshape(inverse, -1)]
