@@ -167,7 +167,9 @@ def test_every_option_of_every_group_builds_what_it_says(
 
 def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: Path) -> None:
     exp = build_experiment(compose_cfg(), launch_dir=tmp_path, output_dir=tmp_path)
-    assert exp.training.dataset == SyntheticCohort(n_individuals=20_000, n_snps=100)
+    assert exp.training.dataset == SyntheticCohort(
+        n_individuals=20_000, n_snps=100, n_reference=20_000
+    )
     fed = exp.federation
     assert (fed.num_clients, fed.num_rounds, fed.local_epochs, fed.test_fraction) == (5, 10, 1, 0.2)
     assert isinstance(fed.backend, InProcessRunner)
@@ -199,7 +201,7 @@ def test_default_config_is_the_reference_study(compose_cfg: Compose, tmp_path: P
         ("threshold=1.5", "threshold"),
         ("threshold=abc", "threshold"),
         ("cache=maybe", "cache"),
-        ("attack.gmia.model=server", "attack.gmia.model"),
+        ("+attack.gmia.model=server", "attack.gmia.model"),
         ("attack.gmia.observer=hospital", "attack.gmia.observer"),
         ("attack.lia.aux_fraction=1", "attack.lia.aux_fraction"),
         ("evaluation.n_bootstrap=-1", "evaluation.n_bootstrap"),
