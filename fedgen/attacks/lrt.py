@@ -14,6 +14,7 @@ from fedgen.attacks.base import Arena, Observation, check_threshold
 from fedgen.attacks.observers import TrainingView, check_observer, observe_training
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
+from fedgen.models import Model
 
 # Reference allele frequencies are kept this far from 0 and 1, so that a SNP monomorphic in the
 # reference panel gets a finite weight 1 / (2 f (1 - f)) instead of an infinite one.
@@ -127,14 +128,18 @@ class LikelihoodRatioMIA:
                 )
         self.rounds = None if rounds is None else tuple(sorted(set(rounds)))
 
-    def observe(self, arena: Arena) -> Observation[LRTView]:
-        """The observer's training view, the candidates (the pool) and the reference panel."""
-        if not arena.model.linear:
+    def check_model(self, model: Model) -> None:
+        """Fail before training unless the model is linear (checked again in ``observe``)."""
+        if not model.linear:
             raise ConfigError(
                 f"attack {self.name} (lrt) needs a linear model: it reads the updates of the "
-                f"SNP coefficients as allele frequencies, and model {arena.model.name!r} is not "
+                f"SNP coefficients as allele frequencies, and model {model.name!r} is not "
                 "linear; use model=sgd_logistic or model=sgd_logistic_fit"
             )
+
+    def observe(self, arena: Arena) -> Observation[LRTView]:
+        """The observer's training view, the candidates (the pool) and the reference panel."""
+        self.check_model(arena.model)
         reference = arena.cohort.reference
         if reference is None or reference.n_individuals < 2:
             raise ConfigError(

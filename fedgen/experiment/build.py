@@ -139,7 +139,15 @@ def build_training(cfg: DictConfig) -> Training:
 
 
 def _check_observers(training: Training, attacks: Sequence[Any]) -> None:
-    """Fail before training when an attack needs client models a defense hides from the server."""
+    """Fail before training when an attack cannot work on this training.
+
+    An attack that needs client models a defense hides from the server, or (its optional
+    ``check_model``) a model it cannot attack.
+    """
+    for attack in attacks:
+        check_model = getattr(attack, "check_model", None)
+        if check_model is not None:
+            check_model(training.model)
     hiding = [d.name for d in training.defenses if getattr(d, "hides_client_updates", False)]
     needing = [a.name for a in attacks if getattr(a, "needs_client_models", False)]
     if hiding and needing:
