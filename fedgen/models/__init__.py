@@ -8,10 +8,12 @@ from fedgen.models.base import (
     loss_and_accuracy,
     num_parameters,
 )
+from fedgen.models.gd import GDLogistic
 from fedgen.models.linear import SGDLogistic
 from fedgen.models.mlp import MLP
 
 __all__ = [
+    "GDLogistic",
     "MLP",
     "Model",
     "ModelWrapper",
