@@ -190,6 +190,7 @@ def _primal_epoch(
     chunk = int(np.clip(CHUNK_BYTES // max(1, m * p * 8), 1, 256))
     z = np.empty(m)
     u = np.empty(m)
+    z3, u2, W3 = z.reshape(m, 1, 1), u.reshape(m, 1), W[:, None, :]  # views, made once
     for k0 in range(0, n, chunk):
         k1 = min(n, k0 + chunk)
         xs = X[ep.rows[:, k0:k1].T]  # (k, M, p): a fresh buffer, scaled in place below
@@ -199,7 +200,7 @@ def _primal_epoch(
         lazy = neg_eta / scale[1:]  # -eta / s after the step's decay
         for k in range(k1 - k0):
             x = xs[k]
-            np.einsum("mp,mp->m", W, x, out=z)
+            np.matmul(W3, x[:, :, None], out=z3)
             z *= scale[k]
             z += b
             expit(z, out=z)
@@ -208,7 +209,7 @@ def _primal_epoch(
                 np.multiply(z, neg_eta[k], out=u)
                 b += u
             np.multiply(z, lazy[k], out=u)
-            x *= u[:, None]
+            x *= u2
             W += x
         W *= scale[-1][:, None]
 
