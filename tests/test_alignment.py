@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from scipy.special import expit
 
 from fedgen.attacks import Arena
-from fedgen.attacks.alignment import AlignmentMIA, argmax_random_ties
+from fedgen.attacks.alignment import AlignmentMIA, alignments, argmax_random_ties
+from fedgen.attacks.observers import observe_training
 from fedgen.attacks.signals import logit_gradients, update_alignments
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import Cohort, FederationResult, Params, Pool, RoundRecord
@@ -32,7 +33,7 @@ MODEL = SGDLogistic()
 
 
 def _federation(n: int, snps: int, clients: int, rounds: int, seed: int) -> tuple[Cohort, Arena]:
-    cohort = SyntheticCohort(n_individuals=n, n_snps=snps, n_causal=10).load(
+    cohort = SyntheticCohort(n_individuals=n, n_snps=snps, n_causal=10, n_reference=n).load(
         child_rng(seed, "cohort")
     )
     split = make_split(cohort, clients, seed)
@@ -43,7 +44,8 @@ def _federation(n: int, snps: int, clients: int, rounds: int, seed: int) -> tupl
 
 @pytest.fixture(scope="module")
 def leaky() -> Arena:
-    """Many SNPs per training row: 3 clients of 80 training rows x 1,000 SNPs, 2 rounds."""
+    """Many SNPs per training row: 3 clients of 80 training rows x 1,000 SNPs, 2 rounds; 300
+    reference individuals."""
     return _federation(300, 1000, 3, 2, seed=2)[1]
 
 
@@ -67,16 +69,19 @@ def test_no_signal_when_the_model_never_saw_the_candidates() -> None:
     server = train_federation(trained_on, split, fed_settings(2, 3), MODEL, seed=0)
     pool = PaperPool().pool(make_split(target, 2), child_rng(0, "evaluation"))
     arena = Arena(target, pool, server, 0, MODEL)
-    for observer in ("server", "peer"):
-        m = assess(AlignmentMIA(observer=observer), arena, n_bootstrap=0).metrics
-        assert abs(m["auc"] - 0.5) < 0.06, (observer, m["auc"])
-        for r in (1, 2, 3):
-            assert abs(m[f"round_{r}/auc"] - 0.5) < 0.07, (observer, r)
-    # The candidates' "clients" are another cohort's: no update can say where they were.
-    m = assess(AlignmentMIA(), arena, n_bootstrap=0).metrics
-    members = int(pool.is_member.sum())
-    assert m["client_chance"] == 0.5
-    assert abs(m["client_accuracy"] - 0.5) < _binomial_tolerance(members, 0.5)
+    for center in (True, False):
+        for observer in ("server", "peer"):
+            m = assess(AlignmentMIA(observer=observer, center=center), arena, n_bootstrap=0)
+            auc = m.metrics["auc"]
+            assert abs(auc - 0.5) < 0.06, (center, observer, auc)
+            for r in (1, 2, 3):
+                assert abs(m.metrics[f"round_{r}/auc"] - 0.5) < 0.07, (center, observer, r)
+        # The candidates' "clients" are another cohort's: no update can say where they were.
+        m = assess(AlignmentMIA(center=center), arena, n_bootstrap=0)
+        members = int(pool.is_member.sum())
+        assert m.metrics["client_chance"] == 0.5
+        accuracy = m.metrics["client_accuracy"]
+        assert abs(accuracy - 0.5) < _binomial_tolerance(members, 0.5), (center, accuracy)
 
 
 def test_members_are_detected_and_attributed_to_their_client(leaky: Arena) -> None:
@@ -99,14 +104,20 @@ def test_members_are_detected_and_attributed_to_their_client(leaky: Arena) -> No
     peer = assess(AlignmentMIA(observer="peer"), leaky, n_bootstrap=0).metrics
     assert 0.55 < peer["auc"] < m["auc"]
     assert "client_accuracy" not in peer
+    # Raw genotypes share a direction that swamps each row's own: centring must pay off.
+    raw = assess(AlignmentMIA(center=False), leaky, n_bootstrap=0).metrics
+    assert m["auc"] > raw["auc"] + 0.05, (m["auc"], raw["auc"])
 
 
-def test_the_aggregate_stand_in_supports_no_more_than_the_aggregate(leaky: Arena) -> None:
+@pytest.mark.parametrize("center", [True, False])
+def test_the_aggregate_stand_in_supports_no_more_than_the_aggregate(
+    leaky: Arena, center: bool
+) -> None:
     hidden = dataclasses.replace(leaky, server=_aggregate_only(leaky.server))
-    result = assess(AlignmentMIA(), hidden, n_bootstrap=0)
+    result = assess(AlignmentMIA(center=center), hidden, n_bootstrap=0)
     # Every client's "update" is the aggregate's: each candidate's statistic is exactly the
     # peer's, who sees the same aggregate (no client's own update is left to align with).
-    peer = assess(AlignmentMIA(observer="peer"), leaky, n_bootstrap=0)
+    peer = assess(AlignmentMIA(observer="peer", center=center), leaky, n_bootstrap=0)
     assert peer.result.ranks is not None
     np.testing.assert_array_equal(result.result.ranks, peer.result.ranks)
     for hid, seen in zip(result.result.per_round, peer.result.per_round, strict=True):
@@ -167,7 +178,8 @@ def _saturating(scale: float, seed: int = 0) -> tuple[FederationResult, NDArray[
     return FederationResult({k: scale * v for k, v in base.items()}, tuple(rounds)), X
 
 
-def test_a_saturated_model_keeps_the_ranking() -> None:
+@pytest.mark.parametrize("center", [True, False])
+def test_a_saturated_model_keeps_the_ranking(center: bool) -> None:
     # Cosines do not depend on the linear model's scale ([x, 1] is the logit's gradient at
     # any parameters), so scaling the model into saturation must not move any statistic.
     rng = np.random.default_rng(1)
@@ -179,7 +191,7 @@ def test_a_saturated_model_keeps_the_ranking() -> None:
         pool = np.arange(300)
         cohort = Cohort(X.astype(np.int8), y, tuple(f"s{i}" for i in range(X.shape[1])))
         arena = Arena(cohort, Pool(pool, np.ones(300, bool), clients), server, 0, MODEL)
-        attack = AlignmentMIA()
+        attack = AlignmentMIA(center=center)
         stats.append(attack.run(attack.observe(arena).view))
         if scale > 1:
             z = MODEL.decision_function(server.initial_params, X)
@@ -196,6 +208,129 @@ def test_a_saturated_model_keeps_the_ranking() -> None:
     np.testing.assert_array_equal(
         large.estimates["client"].values, small.estimates["client"].values
     )
+
+
+def _shifted(server: FederationResult, shift: NDArray[np.float64]) -> FederationResult:
+    """The same training seen with every genotype shifted by ``shift`` (p,).
+
+    Logits ``w . x + b`` stay the same with ``b - shift . w``; each update, a sum of gradient
+    steps ``r [x, 1]``, becomes the same steps on ``[x + shift, 1]``: ``(dw + shift db, db)``.
+    """
+
+    def moved(start: Params, before: Params, after: Params) -> Params:
+        dw, db = after["coef"] - before["coef"], after["intercept"] - before["intercept"]
+        return {"coef": start["coef"] + dw + shift * db, "intercept": start["intercept"] + db}
+
+    def at(params: Params) -> Params:
+        return {"coef": params["coef"], "intercept": params["intercept"] - shift @ params["coef"]}
+
+    old_start, start = server.initial_params, at(server.initial_params)
+    rounds = []
+    for r in server.rounds:
+        clients = tuple(moved(start, old_start, c) for c in r.client_params)
+        new = moved(start, old_start, r.global_params)
+        rounds.append(dataclasses.replace(r, global_params=new, client_params=clients))
+        old_start, start = r.global_params, new
+    return FederationResult(at(server.initial_params), tuple(rounds))
+
+
+@given(st.integers(0, 2**31 - 1), st.booleans())
+@settings(max_examples=10, deadline=None)
+def test_centring_is_invariant_to_shifting_every_genotype(seed: int, reference: bool) -> None:
+    # Shift every genotype (candidates, references) by a per-SNP constant and replay the same
+    # training on the shifted features: centred statistics must not move, raw ones do.
+    server, X = _saturating(1.0, seed)
+    rng = np.random.default_rng(seed)
+    n, p = int(X.shape[0]), int(X.shape[1])
+    y = rng.integers(0, 2, size=n).astype(np.int8)
+    clients = rng.integers(0, 3, size=n)
+    panel = rng.integers(0, 3, size=(150, p)).astype(np.int8)
+    shift = rng.integers(1, 4, size=p).astype(np.float64)
+    stats = {}
+    for moved in (False, True):
+        ref = Cohort(panel + moved * shift.astype(np.int8), y[:150], ("",) * p)
+        cohort = Cohort(
+            (X + moved * shift).astype(np.int8), y, ("",) * p, reference=ref if reference else None
+        )
+        record = _shifted(server, shift) if moved else server
+        pool = Pool(np.arange(n), np.ones(n, bool), clients)
+        for center in (True, False):
+            attack = AlignmentMIA(center=center)
+            stats[moved, center] = attack.run(
+                attack.observe(Arena(cohort, pool, record, 0, MODEL)).view
+            )
+    for key in ("ranks", "per_round"):
+        np.testing.assert_allclose(
+            getattr(stats[True, True], key), getattr(stats[False, True], key), rtol=1e-8, atol=1e-10
+        )
+    np.testing.assert_array_equal(
+        stats[True, True].estimates["client"].values, stats[False, True].estimates["client"].values
+    )
+    raw_moved, raw = stats[True, False].ranks, stats[False, False].ranks
+    assert raw_moved is not None and raw is not None
+    assert np.max(np.abs(raw_moved - raw)) > 0.05
+
+
+def test_centred_cosines_follow_their_closed_form() -> None:
+    # -g = (y - sigmoid(z)) [x - 2f, 1] in centred coordinates; an update (dw, db) there is
+    # (dw - 2f db, db): the same gradient steps taken on centred rows.
+    server, X = _saturating(1.0, seed=4)
+    rng = np.random.default_rng(4)
+    n, p = int(X.shape[0]), int(X.shape[1])
+    y = rng.integers(0, 2, size=n).astype(np.int8)
+    offset = rng.uniform(0, 2, size=p)
+    training = observe_training(server, "server")
+    got = alignments(training, MODEL, X, y, offset)
+    for r, cos in enumerate(got, start=1):
+        u = training.client_updates(r)
+        u_c = np.column_stack([u[:, :-1] - np.outer(u[:, -1], offset), u[:, -1]])
+        g = np.column_stack([X - offset, np.ones(n)]) * (2.0 * y - 1)[:, None]
+        want = g @ u_c.T / np.outer(np.linalg.norm(g, axis=1), np.linalg.norm(u_c, axis=1))
+        np.testing.assert_allclose(cos, want, rtol=1e-10, atol=1e-12)
+    # The offset matters: without it the cosines are the raw ones.
+    raw = alignments(training, MODEL, X, y)
+    assert np.max(np.abs(raw[0] - got[0])) > 0.05
+
+
+def test_allele_means_come_from_the_reference_else_the_candidates(leaky: Arena) -> None:
+    reference = leaky.cohort.reference
+    assert reference is not None
+    view = AlignmentMIA().observe(leaky).view
+    assert view.offset is not None
+    np.testing.assert_allclose(view.offset, reference.genotypes.mean(axis=0))
+    bare = dataclasses.replace(leaky, cohort=dataclasses.replace(leaky.cohort, reference=None))
+    view = AlignmentMIA().observe(bare).view
+    assert view.offset is not None
+    np.testing.assert_allclose(view.offset, view.records.mean(axis=0))
+    assert AlignmentMIA(center=False).observe(leaky).view.offset is None
+
+
+def test_centring_has_no_effect_on_a_non_linear_model() -> None:
+    rng = np.random.default_rng(5)
+    model = MLP(hidden_units=3, activation="tanh")
+    start = model.init_params(8, 0)
+    rounds = []
+    for r in (1, 2):
+        clients = tuple(
+            {k: v + rng.normal(0, 0.1, v.shape) for k, v in start.items()} for _ in "ab"
+        )
+        new = {k: (clients[0][k] + clients[1][k]) / 2 for k in start}
+        rounds.append(RoundRecord(r, new, clients, (10, 10), {}))
+        start = new
+    server = FederationResult(model.init_params(8, 0), tuple(rounds))
+    X = rng.integers(0, 3, size=(40, 8)).astype(np.int8)
+    y = rng.integers(0, 2, size=40).astype(np.int8)
+    cohort = Cohort(X, y, ("",) * 8, reference=Cohort(X[:10] + 1, y[:10], ("",) * 8))
+    arena = Arena(
+        cohort, Pool(np.arange(40), np.ones(40, bool), np.arange(40) % 2), server, 0, model
+    )
+    on, off = (
+        AlignmentMIA(center=c).run(AlignmentMIA(center=c).observe(arena).view)
+        for c in (True, False)
+    )
+    assert on.ranks is not None and off.ranks is not None
+    np.testing.assert_array_equal(on.ranks, off.ranks)
+    np.testing.assert_array_equal(on.estimates["client"].values, off.estimates["client"].values)
 
 
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["linear", "mlp"]))
@@ -264,7 +399,10 @@ def test_config_errors_and_the_yaml(compose_cfg: Callable[..., DictConfig]) -> N
         AlignmentMIA(observer="public")
     with pytest.raises(ConfigError, match=r"attack.alignment.threshold"):
         AlignmentMIA(threshold=1.5)
+    with pytest.raises(ConfigError, match=r"attack.alignment.center='yes' must be true or"):
+        AlignmentMIA(center="yes")  # type: ignore[arg-type]
     cfg = compose_cfg("attack=alignment", "threshold=0.4")
     attack = instantiate(cfg.attack.alignment, name="alignment")
     assert isinstance(attack, AlignmentMIA)
     assert (attack.observer, attack.threshold, attack.kind) == ("server", 0.4, "membership")
+    assert attack.center is True

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 from fedgen.attacks.base import Arena, Observation, check_threshold
 from fedgen.attacks.observers import TrainingView, check_observer, observe_training
 from fedgen.attacks.signals import update_alignments
+from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult, Estimate
 from fedgen.core.seeding import child_rng
 from fedgen.models import Model
@@ -37,6 +38,9 @@ class AlignmentView:
     participant_labels : ndarray of int8, shape (m,)
     seed : int
         The experiment's seed, for the attack's own random stream (ties between clients).
+    offset : ndarray of float64, shape (p,), or None
+        The genotype means ``2 f`` that gradients are centred by (linear models with
+        ``center``), else None.
     """
 
     training: TrainingView
@@ -47,6 +51,7 @@ class AlignmentView:
     participant_records: NDArray[np.float64]
     participant_labels: NDArray[np.int8]
     seed: int
+    offset: NDArray[np.float64] | None = None
 
 
 class AlignmentMIA:
@@ -69,6 +74,18 @@ class AlignmentMIA:
     multiple of the logit's gradient), so it stays exact on saturated models where ``g``
     rounds to 0. ``scores = (1 + mean cosine) / 2`` in [0, 1]; member if at least the threshold.
 
+    Centring (``center``, linear models): with raw 0/1/2 genotypes every row's gradient shares
+    the mean genotype and every update carries the mean genotype times its summed residuals, a
+    common direction that swamps the per-individual signal. With ``center`` the cosine is taken
+    in the coordinates of the same model with centred features: ``z = w . (x - 2 f) + b'``,
+    ``b' = b + 2 f . w`` (the intercept absorbs the shift), where the logit's gradient is
+    ``[x - 2 f, 1]``. An update, a sum of such gradient steps, is mapped like a gradient:
+    ``(dw, db) -> (dw - 2 f db, db)`` (:func:`centred_updates`), which removes exactly the
+    shared part ``2 f db``. ``f`` is the allele frequency per SNP (mean genotype / 2) of the
+    reference individuals (``cohort.reference``) when the cohort has them, else of the
+    candidates' own genotypes, which the attacker holds. Non-linear models have no such
+    reparametrisation: there ``center`` has no effect.
+
     Client attribution (server only): for each known participant (the pool's members; the
     attacker knows that they took part, not where), the predicted client is the argmax over
     clients of its alignment with that client's updates, each round's cosines standardised per
@@ -80,7 +97,8 @@ class AlignmentMIA:
 
     Assumptions: a binary model with the log loss (any model of :mod:`fedgen.models`); local
     training of one or a few epochs, so an update is dominated by gradients near the round's
-    starting model; updates as the model's parameter vector (``flatten``).
+    starting model; updates as the model's parameter vector (``flatten``); with ``center``, a
+    reference panel (or the candidates) from the training population for the allele means.
 
     Parameters
     ----------
@@ -90,15 +108,27 @@ class AlignmentMIA:
         Who attacks: ``server`` (client updates) or ``peer`` (global updates).
     threshold : float in [0, 1]
         Member if ``(1 + mean cosine) / 2`` is at least this.
+    center : bool
+        Take the cosines in centred-genotype coordinates (linear models only; no effect on
+        others).
     """
 
     kind = "membership"
     observers = ("server", "peer")
 
-    def __init__(self, name: str = "alignment", observer: str = "server", threshold: float = 0.5):
+    def __init__(
+        self,
+        name: str = "alignment",
+        observer: str = "server",
+        threshold: float = 0.5,
+        center: bool = True,
+    ):
         self.name = name
         self.observer = check_observer(name, observer, self.observers)
         self.threshold = check_threshold(name, threshold)
+        if not isinstance(center, bool):
+            raise ConfigError(f"attack.{name}.center={center!r} must be true or false")
+        self.center = center
 
     def observe(self, arena: Arena) -> Observation[AlignmentView]:
         """Candidates (the pool) and, for the server, the pool's members as participants."""
@@ -106,6 +136,11 @@ class AlignmentMIA:
         training = observe_training(arena.server, self.observer)
         attribute = training.num_clients > 0 and bool(pool.is_member.any())
         members = pool.rows[pool.is_member] if attribute else pool.rows[:0]
+        offset = None
+        if self.center and arena.model.linear:
+            source = arena.cohort.reference
+            panel = source.genotypes if source is not None else genotypes[pool.rows]
+            offset = panel.mean(axis=0, dtype=np.float64)
         view = AlignmentView(
             training=training,
             model=arena.model,
@@ -115,6 +150,7 @@ class AlignmentMIA:
             participant_records=genotypes[members].astype(np.float64),
             participant_labels=labels[members],
             seed=arena.seed,
+            offset=offset,
         )
         facts, baselines = {}, {}
         if attribute:
@@ -124,7 +160,7 @@ class AlignmentMIA:
 
     def run(self, view: AlignmentView) -> AttackResult:
         """Each candidate's alignment with its client's updates; each participant's client."""
-        rounds = alignments(view.training, view.model, view.records, view.labels)
+        rounds = alignments(view.training, view.model, view.records, view.labels, view.offset)
         column = view.clients if view.training.num_clients else np.zeros_like(view.clients)
         rows = np.arange(view.records.shape[0])
         per_round = tuple(np.ascontiguousarray(a[rows, column]) for a in rounds)
@@ -133,7 +169,11 @@ class AlignmentMIA:
         estimates = {}
         if view.participant_records.shape[0]:
             per_client = alignments(
-                view.training, view.model, view.participant_records, view.participant_labels
+                view.training,
+                view.model,
+                view.participant_records,
+                view.participant_labels,
+                view.offset,
             )
             combined = standardised_sum(per_client, view.participant_labels)
             rng = child_rng(view.seed, f"attack/{self.name}/ties")
@@ -149,9 +189,24 @@ class AlignmentMIA:
 
 
 def alignments(
-    training: TrainingView, model: Model, X: NDArray[np.float64], y: NDArray[np.integer]
+    training: TrainingView,
+    model: Model,
+    X: NDArray[np.float64],
+    y: NDArray[np.integer],
+    offset: NDArray[np.float64] | None = None,
 ) -> list[NDArray[np.float64]]:
     """Per round, each row's ``cos(-g, u)`` with each update the observer saw.
+
+    Parameters
+    ----------
+    training : TrainingView
+    model : Model
+    X : ndarray of float64, shape (n, p)
+    y : ndarray of int, shape (n,), values 0/1
+    offset : ndarray of float64, shape (p,), or None
+        For a linear model, the feature means to centre by: rows, starting models and updates
+        are read in centred coordinates (:func:`centred_updates`). None: the model's own
+        coordinates.
 
     Returns
     -------
@@ -159,13 +214,46 @@ def alignments(
         One per round; columns are the clients' updates (server, by partition id) or the one
         global update (peer, K = 1). Gradients are taken at the round's starting model.
     """
+    rows = X if offset is None else X - offset
     out = []
     for r in range(1, training.num_rounds + 1):
         if training.num_clients:
             updates = training.client_updates(r)
         else:
             updates = training.global_update(r)[None, :]
-        out.append(update_alignments(model, training.round_start(r), X, y, updates))
+        start = training.round_start(r)
+        if offset is not None:
+            start = {
+                "coef": start["coef"],
+                "intercept": start["intercept"] + start["coef"] @ offset,
+            }
+            updates = centred_updates(updates, offset)
+        out.append(update_alignments(model, start, rows, y, updates))
+    return out
+
+
+def centred_updates(
+    updates: NDArray[np.float64], offset: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Linear-model updates as the same gradient steps in centred coordinates, (K, p + 1).
+
+    A client's update is (to first order) ``-eta`` times a sum of its rows' loss gradients
+    ``r [x, 1]``; in the coordinates of the centred model (``z = w . (x - offset) + b'``,
+    ``b' = b + offset . w``) each of those gradients reads ``r [x - offset, 1]``, i.e.
+    ``g_w - offset g_b`` and ``g_b``. The update is mapped the same way, ``(dw, db) ->
+    (dw - offset db, db)`` (``flatten`` order: coef then intercept), so that gradient and
+    update are compared in the same coordinates. Mapping it instead as a parameter
+    displacement, ``(dw, db + offset . dw)``, would leave every inner product ``g . u``
+    unchanged (only the norms would move) and keep the direction every update shares.
+    Equal updates stay bit-equal.
+
+    Parameters
+    ----------
+    updates : ndarray of float64, shape (K, p + 1)
+    offset : ndarray of float64, shape (p,)
+    """
+    out = np.array(updates, np.float64)
+    out[:, :-1] -= out[:, -1:] * offset
     return out
 
 
