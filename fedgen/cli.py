@@ -52,6 +52,42 @@ def _job(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
+USAGE = """\
+usage: python -m fedgen [--multirun] [key=value | group=option ...]
+       python -m fedgen compare [sweep or output directories ...]
+
+fedgen trains a genotype cohort with federated learning (Flower FedAvg) and measures how much
+what each observer sees (the server, a peer, the public) leaks about the participants, with
+and without defenses; every run is logged to MLflow (./mlflow.db by default).
+
+Config groups (group=option; a group's keys are set with group.key=value):
+{groups}
+
+Top-level keys: seed, threshold, objective, figures, cache, cache_dir.
+A model argument the config does not list is added with +model.<name>=<value>.
+
+Examples:
+  python -m fedgen                                    # the reference study's default experiment
+  python -m fedgen attack=gmia threshold=0.3,0.45,0.5 --multirun
+  python -m fedgen experiment=leaky attack=server     # where leakage is real; the server's attacks
+  python -m fedgen --multirun experiment=privacy_utility
+  python -m fedgen compare multirun/                  # one table and report over sweeps
+
+Options:
+  -m, --multirun   run every combination of the comma-separated values (a sweep)
+  --version        print fedgen's version
+  --cfg job        print the composed config and exit (Hydra)
+  --hydra-help     Hydra's own help (launchers, sweepers, logging)
+"""
+
+
+def usage() -> str:
+    """``--help``: what fedgen does, its config groups with their options, and examples."""
+    from fedgen.experiment.preflight import groups_help
+
+    return USAGE.format(groups=groups_help())
+
+
 def main() -> None:
     """Console entry point (`fedgen` and `python -m fedgen`).
 
@@ -64,13 +100,32 @@ def main() -> None:
         from fedgen.reporting.compare import main as compare
 
         raise SystemExit(compare(sys.argv[2:]))
-    quick = ("--help", "-h", "--cfg", "-c", "--info")
+    args = sys.argv[1:]
+    if any(a in ("--version", "-V") for a in args):
+        import fedgen
+
+        print(f"fedgen {fedgen.__version__}")
+        return
+    if any(a in ("--help", "-h") for a in args):
+        print(usage())
+        return
+    if "--hydra-help" in args:
+        sys.argv = [sys.argv[0], *(("--help" if a == "--hydra-help" else a) for a in args)]
+    quick = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")
     if not any(a in ("tracking=none", *quick) for a in sys.argv):
         prestart_worker()
     if not any(a in ("figures=false", *quick) for a in sys.argv):
         from fedgen.figures import pool as early
 
         early.start()  # the drawing processes import matplotlib while we import the rest
+    if not any(a in quick for a in args):
+        from fedgen.experiment.preflight import preflight
+
+        try:
+            preflight(args)  # every job's config, before the first job writes anything
+        except FedgenError as exc:
+            print(f"fedgen: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     import hydra
     from hydra.core.plugins import Plugins
 

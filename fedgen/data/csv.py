@@ -31,8 +31,18 @@ class CsvCohort:
     drop_columns: Sequence[str] = field(default_factory=lambda: ("sex", "ancestry_group"))
     reference_fraction: float = 0.0
 
-    def load(self, rng: np.random.Generator) -> Cohort:
-        """Read and validate the file; ``rng`` draws the reference rows, if any."""
+    def check(self) -> None:
+        """The cheap checks, before any run starts: settings, and that the file can be read
+        and has a label column and SNP columns (its header). Cells are checked by ``load``."""
+        self._header(self._path())
+
+    def _path(self) -> Path:
+        if isinstance(self.reference_fraction, bool) or not isinstance(
+            self.reference_fraction, int | float
+        ):
+            raise DataError(
+                f"dataset.reference_fraction={self.reference_fraction!r} is not a number"
+            )
         if not 0.0 <= self.reference_fraction < 1.0:
             raise DataError(
                 f"dataset.reference_fraction={self.reference_fraction!r} must be in [0, 1)"
@@ -46,15 +56,19 @@ class CsvCohort:
             raise DataError(
                 f"cohort file {path} does not exist; set dataset.path to an existing CSV file"
             )
-        try:
-            # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
-            with path.open(newline="", encoding="utf-8-sig") as handle:
-                rows = list(csv.reader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"cannot read cohort file {path}: {exc}") from exc
-        if not rows or not rows[0]:
+        return path
+
+    def _header(self, path: Path, first: list[str] | None = None) -> tuple[list[str], list[int]]:
+        """The header's names and the SNP columns' indices (reads the first line if needed)."""
+        if first is None:
+            try:
+                with path.open(newline="", encoding="utf-8-sig") as handle:
+                    first = next(csv.reader(handle), [])
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise DataError(f"cannot read cohort file {path}: {exc}") from exc
+        if not first:
             raise DataError(f"cohort file {path} is empty; it needs a header row and data rows")
-        header = [name.strip() for name in rows[0]]
+        header = [name.strip() for name in first]
         if self.label_column not in header:
             raise DataError(
                 f"cohort file {path} has no '{self.label_column}' column; add it or set "
@@ -66,6 +80,18 @@ class CsvCohort:
         ]
         if not snp_cols:
             raise DataError(f"cohort file {path} has no SNP columns besides the label")
+        return header, snp_cols
+
+    def load(self, rng: np.random.Generator) -> Cohort:
+        """Read and validate the file; ``rng`` draws the reference rows, if any."""
+        path = self._path()
+        try:
+            # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read cohort file {path}: {exc}") from exc
+        header, snp_cols = self._header(path, rows[0] if rows else [])
         label_col = header.index(self.label_column)
         data = rows[1:]
         while data and not any(cell.strip() for cell in data[-1]):

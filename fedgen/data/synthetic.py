@@ -63,6 +63,16 @@ class SyntheticCohort:
     n_reference: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("n_individuals", "n_snps", "n_causal", "n_ancestry_groups", "ld_block_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"dataset.{name}={value!r} must be an integer")
+        for name in ("heritability", "prevalence", "maf_low", "maf_high", "fst", "ld_rho"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"dataset.{name}={value!r} must be a number")
+        if isinstance(self.n_reference, bool) or not isinstance(self.n_reference, int):
+            raise ConfigError(f"dataset.n_reference={self.n_reference!r} must be an integer")
         checks = [
             (self.n_individuals >= 2, "dataset.n_individuals must be at least 2"),
             (self.n_snps >= 1, "dataset.n_snps must be at least 1"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,43 +52,18 @@ def build_experiment(
     job: str = "",
 ) -> Experiment:
     """Instantiate every config group and collect what the run logs about itself."""
-    try:
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key} is not set; pass {exc.full_key}=<value>") from exc
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid config: {exc}") from exc
-    assert isinstance(resolved, dict)
-    training = build_training(cfg)
+    parts = check_config(cfg)
+    resolved, training, attacks = parts.resolved, parts.training, parts.attacks
+    threshold, objective, evaluation = parts.threshold, parts.objective, parts.evaluation
     tags = {"fedgen.version": fedgen.__version__}
     commit = _git_commit()
     if commit:
         tags["fedgen.git_commit"] = commit
     if sweep_dir is not None:
         tags["fedgen.sweep_dir"] = str(sweep_dir)
-    threshold = resolved.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ConfigError(f"threshold={threshold!r} must be a number in [0, 1]")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"threshold={threshold!r} must be in [0, 1]")
-    attacks = tuple(
-        _instantiate(node, f"attack.{name}", name=str(name))
-        for name, node in (cfg.get("attack") or {}).items()
-    )
-    evaluation = _instantiate(cfg.evaluation, "evaluation")
-    objective = resolved.get("objective", "fed/test_accuracy")
-    if not isinstance(objective, str) or not objective:
-        raise ConfigError(f"objective={objective!r} must be a metric name, e.g. gmia/auc")
-    prefix = objective.split("/")[0]
-    if prefix not in ("fed", *(a.name for a in attacks)):
-        raise ConfigError(
-            f"objective={objective!r} names no metric of this run: it must start with fed/ or "
-            f"with an attack that runs ({', '.join(a.name for a in attacks) or 'none'}/)"
-        )
     params = flatten({str(k): v for k, v in resolved.items() if k != "hydra"})
     params["attack"] = ",".join(a.name for a in attacks) or "none"
     params["defense"] = ",".join(d.name for d in training.defenses) or "none"
-    _check_observers(training, attacks)
     params["evaluation"] = evaluation.name
     return Experiment(
         training=training,
@@ -109,6 +86,104 @@ def build_experiment(
         job=job,
         figures=_flag("figures", resolved.get("figures", True)),
     )
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A job's config, resolved and checked, with the objects that need no store or paths."""
+
+    resolved: dict[Any, Any]
+    training: Training
+    attacks: tuple[Any, ...]
+    evaluation: Any
+    threshold: float
+    objective: str
+
+
+def check_config(cfg: DictConfig) -> Parts:
+    """Resolve ``cfg``, check every value and build what can be built without running.
+
+    Used by every job, and for every job of a sweep before the first one starts
+    (:mod:`fedgen.experiment.preflight`). Opens no store and allocates no cohort.
+
+    Raises
+    ------
+    ConfigError
+        The first value that cannot work, named with its key and the fix.
+    """
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} is not set; pass {exc.full_key}=<value>") from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid config: {exc}") from exc
+    assert isinstance(resolved, dict)
+    training = build_training(cfg)
+    check_memory(training.dataset)
+    check_source = getattr(training.dataset, "check", None)
+    if callable(check_source):
+        check_source()  # a file source: that it exists and has the columns it needs
+    threshold = resolved.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ConfigError(f"threshold={threshold!r} must be a number in [0, 1]")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold={threshold!r} must be in [0, 1]")
+    attacks = tuple(
+        _instantiate(node, f"attack.{name}", name=str(name))
+        for name, node in (cfg.get("attack") or {}).items()
+    )
+    evaluation = _instantiate(cfg.evaluation, "evaluation")
+    objective = resolved.get("objective", "fed/test_accuracy")
+    if not isinstance(objective, str) or not objective:
+        raise ConfigError(f"objective={objective!r} must be a metric name, e.g. gmia/auc")
+    prefix = objective.split("/")[0]
+    if prefix not in ("fed", *(a.name for a in attacks)):
+        raise ConfigError(
+            f"objective={objective!r} names no metric of this run: it must start with fed/ or "
+            f"with an attack that runs ({', '.join(a.name for a in attacks) or 'none'}/)"
+        )
+    _check_observers(training, attacks)
+    for key in ("figures", "cache"):
+        _flag(key, resolved.get(key, True))
+    cache_dir = resolved.get("cache_dir")
+    if cache_dir is not None and not isinstance(cache_dir, str):
+        raise ConfigError(f"cache_dir={cache_dir!r} must be a path or null")
+    return Parts(resolved, training, attacks, evaluation, float(threshold), objective)
+
+
+# Bytes per genotype cell a run holds at its peak: the int8 cohort, and the float64 copies
+# that training and the attacks make of it (about one, chunked where it would be more).
+_BYTES_PER_CELL = 1 + 8
+
+
+def check_memory(dataset: object) -> None:
+    """Refuse a synthetic cohort that cannot fit in this machine's memory, before allocating it.
+
+    The estimate is ``(n_individuals + n_reference) x n_snps`` cells at ~9 bytes each (the int8
+    genotypes and one float64 copy); above the machine's physical memory the run would only
+    swap or be killed.
+    """
+    n = getattr(dataset, "n_individuals", None)
+    p = getattr(dataset, "n_snps", None)
+    if not isinstance(n, int) or not isinstance(p, int):
+        return
+    m = getattr(dataset, "n_reference", 0)
+    cells = (n + (m if isinstance(m, int) else 0)) * p
+    need = cells * _BYTES_PER_CELL
+    total = _physical_memory()
+    if total and need > total:
+        raise ConfigError(
+            f"dataset of {n:,} individuals x {p:,} SNPs needs about {need / 2**30:,.1f} GiB of "
+            f"memory and this machine has {total / 2**30:,.1f} GiB; use fewer "
+            "dataset.n_individuals or dataset.n_snps (or dataset.n_reference)"
+        )
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def build_training(cfg: DictConfig) -> Training:
