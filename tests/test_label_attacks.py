@@ -182,6 +182,10 @@ def test_phenotype_beats_the_population_baseline_where_updates_leak() -> None:
     scores = assessment.result.scores
     assert np.all((scores >= 0) & (scores <= 1))
     assert len(assessment.result.per_round) == 3 and "round_1/auc" in m
+    # Summing one round is that round's statistic.
+    first = PhenotypeAttack(rounds=1)
+    result = first.run(first.observe(arena).view)
+    np.testing.assert_allclose(result.ranks, assessment.result.per_round[0], rtol=1e-12)
 
 
 def test_phenotype_is_chance_on_a_model_that_never_saw_the_targets() -> None:
@@ -223,6 +227,8 @@ def test_they_name_what_they_cannot_attack() -> None:
         PhenotypeAttack().check_model(MLP())
     with pytest.raises(ConfigError, match="local_epochs"):
         LabelCountAttack(local_epochs=0)
+    with pytest.raises(ConfigError, match="rounds"):
+        PhenotypeAttack(rounds=0)
     cohort = dataclasses.replace(_cohort(300, 20, 0), reference=None)
     arena = Arena(
         cohort,

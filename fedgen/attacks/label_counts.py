@@ -19,7 +19,7 @@ from fedgen.models import GDLogistic, Model, Params, SGDLogistic
 
 # Shadow clients' case shares, as offsets from the reference prevalence, and repeats of each.
 SHADOW_SHARES = (-0.1, 0.0, 0.1)
-SHADOW_REPEATS = 3
+SHADOW_REPEATS = 8
 # A round whose shadow line has slope above 1 - MIN_SENSITIVITY is ignored (it adapts to any
 # case share); variances are floored at MIN_VARIANCE (an exact gradient step has none).
 MIN_SENSITIVITY = 1e-3
@@ -76,20 +76,22 @@ class LabelCountAttack:
     server does not see: the model learns within the round, so ``s_t`` drifts towards the
     client's own prevalence. The server measures that drift on **shadow clients**: ``n``
     reference rows at a few case shares around the reference prevalence, trained for one round
-    from the round's start model with the client's recipe and step counter, give the line ``s
-    = a + b y`` and its residual variance ``v``; the client's round then gives ``y = (db / H +
-    a) / (1 - b)`` with variance ``v / (1 - b)^2``. (For one gradient step ``b = 0``, ``v = 0``:
-    still exact in every round.) For per-sample SGD (:class:`~fedgen.models.SGDLogistic`) the
-    step sizes follow scikit-learn's schedule (``_sgd_fast``: ``constant``/``adaptive``
-    ``eta0`` within a ``partial_fit`` call, ``invscaling`` ``eta0 / t^power_t``, ``optimal``
-    ``1 / (alpha (t0 + t - 1))`` with ``t0 = 1 / (alpha sqrt(1 / sqrt(alpha)))``; intercept
-    decay 1 on dense data, no penalty on the intercept), with ``t`` the client's step counter,
-    which the server counts from the reported sample counts (it starts at 1); the estimate is
-    approximate there, since a random row order makes ``sum_t eta_t y_t = H y`` only in
-    expectation and a shadow's drift is not the client's. Where the step size is large against
+    from the round's start model with the client's recipe and step counter (clients of one size
+    share them), give the line ``s = a + b y`` and its residual variance ``v``; the client's
+    round then gives ``y = (db / H + a) / (1 - b)`` with variance ``v / (1 - b)^2``. (For one
+    gradient step ``b = 0``, ``v = 0``: still exact in every round.) For per-sample SGD
+    (:class:`~fedgen.models.SGDLogistic`) the step sizes follow scikit-learn's schedule
+    (``_sgd_fast``: ``constant``/``adaptive`` ``eta0`` within a ``partial_fit`` call,
+    ``invscaling`` ``eta0 / t^power_t``, ``optimal`` ``1 / (alpha (t0 + t - 1))`` with ``t0 =
+    1 / (alpha sqrt(1 / sqrt(alpha)))``; intercept decay 1 on dense data, no penalty on the
+    intercept), with ``t`` the client's step counter, which the server counts from the
+    reported sample counts (it starts at 1). The estimate is approximate there: a random row
+    order makes ``sum_t eta_t y_t = H y`` only in expectation, and the drift depends on the
+    client's particular rows, not only on their case share. Where the steps are large against
     ``n`` (scikit-learn's ``optimal`` schedule on unscaled genotypes, or thousands of rows at
-    ``eta0 = 0.001``), the model adapts to any prevalence within a round, ``b`` nears 1 and the
-    intercept step says little: the estimate then falls back towards the prior.
+    ``eta0 = 0.001``) the model adapts to any prevalence within a round, ``b`` nears 1, the
+    intercept step is mostly row-order noise, and the estimate stays near the prior (the
+    trivial guess).
 
     Estimates: ``cases_round_1`` from round 1, ``cases`` from all rounds (their
     precision-weighted mean, counted as one observation because a client shuffles alike every
@@ -263,6 +265,7 @@ def round_estimates(view: CountView, name: str) -> tuple[NDArray[np.float64], ND
     steps = [_client_step_sizes(view, c) for c in range(K)]
     for r in range(1, R + 1):
         start = training.round_start(r)
+        lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         for c in range(K):
             returned = training.client_params[r - 1][c]
             slope = float(returned["intercept"][0] - start["intercept"][0]) / np.sum(
@@ -271,9 +274,13 @@ def round_estimates(view: CountView, name: str) -> tuple[NDArray[np.float64], ND
             if view.reference_records is None:
                 shares[c, r - 1] = float(expit(start["intercept"][0])) + slope
                 continue
-            rng = child_rng(view.seed, f"attack/{name}/shadow/{r}/{c}")
-            done = int(sum(int(n[c]) for n in training.client_counts[: r - 1]))
-            a, b, v = shadow_line(view, start, int(training.client_counts[r - 1][c]), done, rng)
+            # Clients of the same size (and so the same step counter) share their shadows.
+            n = int(training.client_counts[r - 1][c])
+            done = int(sum(int(counts[c]) for counts in training.client_counts[: r - 1]))
+            if (n, done) not in lines:
+                rng = child_rng(view.seed, f"attack/{name}/shadow/{r}/{n}/{done}")
+                lines[n, done] = shadow_line(view, start, n, done, rng)
+            a, b, v = lines[n, done]
             if 1.0 - b > MIN_SENSITIVITY:
                 shares[c, r - 1] = (slope + a) / (1.0 - b)
                 variances[c, r - 1] = max(v, MIN_VARIANCE) / (1.0 - b) ** 2

@@ -63,10 +63,13 @@ class PhenotypeAttack:
     ``<(x - 2f) / s, (dw - 2f db) / s>``, with ``f`` the reference allele frequencies (clipped to
     [0.01, 0.99]), ``s^2 = 2f(1 - f)``, ``dw`` and ``db`` the client's coefficient and intercept
     updates (``dw - 2f db`` removes the part of the update every row shares); a case pushes it
-    up, a control down, in every round. The rounds' updates are summed, and the statistic is
-    calibrated per client on the reference individuals (no member's update contains them: the
-    null), ``(T - mean_ref) / sd_ref``; the score is its normal CDF in [0, 1], label 1 when it is
-    at least the threshold. Per-round statistics are calibrated likewise.
+    up, a control down, in every round. From round 2 on, the part of the update along the start
+    model's coefficients is projected out: weight decay shrinks the start model, which holds
+    the target's earlier contributions, and would count against it. The rounds' updates are
+    summed (the first ``rounds`` of them), and the statistic is calibrated per client on the
+    reference individuals (no member's update contains them: the null), ``(T - mean_ref) /
+    sd_ref``; the score is its normal CDF in [0, 1], label 1 when it is at least the threshold.
+    Per-round statistics are calibrated likewise.
 
     Beside it, ``baselines["population"]``: a polygenic score (logistic regression fitted on
     the reference individuals' genotypes and phenotypes) of each target, i.e. what one knows of
@@ -86,15 +89,29 @@ class PhenotypeAttack:
         Label 1 when the score is at least this.
     observer : str
         Must be ``server``.
+    rounds : int or None
+        Sum the statistic over the first ``rounds`` rounds only (1: the round-1 update, from
+        the zero model, the cleanest GWAS-like contrast); None sums all rounds.
     """
 
     kind: ClassVar[str] = "label"
     observers: ClassVar[tuple[str, ...]] = ("server",)
 
     def __init__(
-        self, name: str = "phenotype", threshold: float = 0.5, observer: str = "server"
+        self,
+        name: str = "phenotype",
+        threshold: float = 0.5,
+        observer: str = "server",
+        rounds: int | None = None,
     ) -> None:
+        if rounds is not None and (
+            isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1
+        ):
+            raise ConfigError(
+                f"attack.{name}.rounds={rounds!r} must be a positive integer or null (all rounds)"
+            )
         self.name = name
+        self.rounds = rounds
         self.threshold = check_threshold(name, threshold)
         self.observer = check_observer(name, observer, self.observers)
 
@@ -140,7 +157,8 @@ class PhenotypeAttack:
         for c in np.unique(view.clients):
             mine = view.clients == c
             directions = contributions(training, int(c), freq) / scale  # (R, p)
-            directions = np.vstack([directions, directions.sum(axis=0)])  # rounds, then all
+            summed = directions[: self.rounds].sum(axis=0)
+            directions = np.vstack([directions, summed])  # each round, then the attack's
             stats = calibrate(targets[mine] @ directions.T, null @ directions.T)  # (n_c, R + 1)
             per_round[:, mine] = stats[:, :R].T
             total[mine] = stats[:, R]
@@ -167,7 +185,12 @@ def contributions(training: TrainingView, c: int, freq: NDArray[np.float64]) -> 
         start, returned = training.round_start(r), training.client_params[r - 1][c]
         dw = returned["coef"] - start["coef"]
         db = float(returned["intercept"][0] - start["intercept"][0])
-        rows.append(dw - 2.0 * freq * db)
+        u = dw - 2.0 * freq * db
+        w = start["coef"]
+        norm = float(w @ w)
+        if norm > 0.0:  # weight decay shrinks the start model, which holds earlier rounds' rows
+            u = u - (float(u @ w) / norm) * w
+        rows.append(u)
     return np.asarray(rows, np.float64)
 
 
