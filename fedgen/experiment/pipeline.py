@@ -216,10 +216,14 @@ def _attack(
     omitted = {f"fedgen.omitted.{a.name}/{k}": why for a in done for k, why in a.omitted.items()}
     if omitted:
         run.set_tags(omitted)
+    # One line per metric and reason, naming the attacks (not one line per attack).
+    unreported: dict[tuple[str, str], list[str]] = {}
     for a in done:
-        pooled = {k: why for k, why in a.omitted.items() if not k.startswith("client_")}
-        for k, why in pooled.items():
-            log.info("%s/%s not reported: %s", a.name, k, why)
+        for k, why in a.omitted.items():
+            if not k.startswith("client_"):
+                unreported.setdefault((k, why), []).append(a.name)
+    for (k, why), names in unreported.items():
+        log.info("%s not reported for %s: %s", k, ", ".join(names), why)
     job_log = exp.output_dir / "attack_logs.csv"
     atomic_write_text(job_log, attack_logs.to_csv(_rows(exp, done)))
     run.log_file(job_log, "logs")

@@ -31,6 +31,10 @@ def run_figures(
     figures that show a threshold add it. Figures that do not depend on a threshold are then
     identical across a threshold sweep, and the figure pool draws them once.
     """
+    # Attacks that score no targets (label_counts estimates per client) have no ROC or scores.
+    scored = [(attack, a) for attack, a in zip(attacks, assessments, strict=True) if a.truth.size]
+    attacks = [attack for attack, _ in scored]
+    assessments = [a for _, a in scored]
     thresholds = ", ".join(f"{a.name} t={a.threshold:g}" for a in assessments)
     at_threshold = f"{subtitle}, {thresholds}" if thresholds else subtitle
     cohort = arena.cohort

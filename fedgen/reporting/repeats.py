@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedgen.reporting.report import RunRecord, attacks_of, natural, swept_params
+from fedgen.reporting.report import RunRecord, attack_threshold, attacks_of, natural, swept_params
 
 SEED = "seed"
 REPEAT_METRICS = ("auc", "advantage", "tpr_at_fpr_0.01")
@@ -103,6 +103,7 @@ def repeats_table(records: Sequence[RunRecord]) -> list[dict[str, str]]:
     rows = []
     for g in repeat_groups(records):
         row = {"attack": g.attack, **{p: g.param(p) for p in shown}}
+        row["threshold"] = attack_threshold(g.records[0], g.attack)
         row["n_runs"] = str(g.n)
         row["seeds"] = " ".join(r.params.get(SEED, "") for r in g.records)
         row["run_ids"] = " ".join(r.run_id for r in g.records)

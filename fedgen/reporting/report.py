@@ -136,8 +136,15 @@ def _follows_threshold(key: str, records: Sequence[RunRecord]) -> bool:
 
 
 def attacks_of(record: RunRecord) -> list[str]:
+    """The run's attacks that score targets (those with an AUC; ``label_counts`` has none)."""
     names = [a.strip() for a in record.params.get("attack", "").split(",")]
-    return list(dict.fromkeys(a for a in names if a and a != "none"))
+    scored = {k.split("/", 1)[0] for k in record.metrics if k.endswith("/auc")}
+    return list(dict.fromkeys(a for a in names if a and a != "none" and a in scored))
+
+
+def attack_threshold(record: RunRecord, attack: str) -> str:
+    """The threshold ``attack`` used in ``record``: its own, else the top-level one."""
+    return record.params.get(f"attack.{attack}.threshold", record.params.get("threshold", ""))
 
 
 def _record_key(record: RunRecord, swept: Sequence[str]) -> tuple[Any, ...]:
@@ -175,6 +182,7 @@ def summary_table(records: Iterable[RunRecord]) -> list[dict[str, str]]:
                 "attack": attack,
             }
             row.update({p: record.params.get(p, "") for p in shown})
+            row["threshold"] = attack_threshold(record, attack)
             for m in SUMMARY_METRICS:
                 value = record.metrics.get(f"{attack}/{m}")
                 row[m] = "" if value is None else repr(float(value))
