@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import expit
 
 from fedgen.attacks import ConfidenceMIA, GradientNormMIA
 from fedgen.attacks.signals import gradient_norms, log_gradient_norms
@@ -90,3 +91,19 @@ def test_log_norms_equal_log_of_the_norms_where_nothing_saturates(seed: int, kin
     plain = gradient_norms(model, server, "global", X, y, clients)
     logged = log_gradient_norms(model, server, "global", X, y, clients)
     np.testing.assert_allclose(logged, np.log(plain), rtol=1e-9, atol=1e-9)
+
+
+def test_log_loss_residual_keeps_the_sign_where_the_direct_difference_rounds_to_zero() -> None:
+    from fedgen.models.base import log_loss_residual
+
+    z = np.array([-800.0, -50.0, -1.0, 0.0, 2.0, 40.0, 700.0, 800.0])
+    for label in (0, 1):
+        y = np.full(z.shape, label)
+        direct = expit(z) - y
+        r = log_loss_residual(z, y)
+        nonzero = direct != 0
+        np.testing.assert_array_equal(r[nonzero], direct[nonzero])  # bit for bit
+        exact = np.array([float(mpmath.mpf(1) / (1 + mpmath.exp(-v)) - label) for v in z])
+        finite = exact != 0  # beyond ~745 even the exact residual underflows float64
+        np.testing.assert_allclose(r[finite], exact[finite], rtol=1e-12)
+        assert np.all(np.sign(r[finite]) == np.sign(exact[finite]))

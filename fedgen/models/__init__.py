@@ -13,8 +13,8 @@ from fedgen.models.linear import SGDLogistic
 from fedgen.models.mlp import MLP
 
 __all__ = [
-    "GDLogistic",
     "MLP",
+    "GDLogistic",
     "Model",
     "ModelWrapper",
     "Params",

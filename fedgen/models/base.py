@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit
 
 Params = dict[str, NDArray[np.float64]]
 CLASSES = np.array([0, 1])  # every model is a binary classifier (partial_fit's ``classes``)
@@ -118,6 +119,18 @@ class ModelWrapper:
 
     def gradient_norm_bound(self, n_features: int, max_value: float) -> float | None:
         return self.inner.gradient_norm_bound(n_features, max_value)
+
+
+def log_loss_residual(z: NDArray[np.float64], y: NDArray[np.integer]) -> NDArray[np.float64]:
+    """``sigmoid(z) - y``, the log loss's derivative in the logit, float64 (n,).
+
+    ``expit(z) - 1`` rounds to exactly 0 once ``z`` passes ~37, although the residual is
+    ``-expit(-z)``, non-zero down to ~1e-308. Where the direct difference is 0 that form is used
+    instead; elsewhere the value is the direct difference, bit for bit.
+    """
+    direct = np.asarray(expit(z) - y, dtype=np.float64)
+    exact = np.where(np.asarray(y) == 1, -expit(-z), expit(z))
+    return np.asarray(np.where(direct == 0.0, exact, direct), dtype=np.float64)
 
 
 def flatten(params: Params) -> NDArray[np.float64]:

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from scipy.special import expit
 
 from fedgen.core.errors import ConfigError
-from fedgen.models.base import Params
+from fedgen.models.base import Params, log_loss_residual
 
 
 class GDLogistic:
@@ -109,7 +109,7 @@ class GDLogistic:
         self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
     ) -> NDArray[np.float64]:
         """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
-        r = np.asarray(expit(self.decision_function(params, X)) - y, dtype=np.float64)
+        r = log_loss_residual(self.decision_function(params, X), y)
         out = np.empty((X.shape[0], X.shape[1] + 1))
         np.multiply(X, r[:, None], out=out[:, :-1])
         out[:, -1] = r

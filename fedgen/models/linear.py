@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit
 from sklearn.linear_model import SGDClassifier
 
 from fedgen.core.errors import ConfigError
-from fedgen.models.base import CLASSES, Params
+from fedgen.models.base import CLASSES, Params, log_loss_residual
 
 
 class SGDLogistic:
@@ -81,7 +80,7 @@ class SGDLogistic:
         self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
     ) -> NDArray[np.float64]:
         """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
-        r = np.asarray(expit(self.decision_function(params, X)) - y, dtype=np.float64)
+        r = log_loss_residual(self.decision_function(params, X), y)
         out = np.empty((X.shape[0], X.shape[1] + 1))
         np.multiply(X, r[:, None], out=out[:, :-1])
         out[:, -1] = r
