@@ -63,7 +63,7 @@ CASES: list[tuple[list[str], str]] = [
     (["attack.gmia.observer=hospital"], "attack.gmia.observer='hospital' is not an observer"),
     (["attack=lrt", "model=mlp"], "attack lrt (lrt) needs a linear model"),
     (["attack.lia.aux_fraction=1"], "attack.lia.aux_fraction=1 must be in (0, 1)"),
-    (["defense=secagg", "attack=observers"], "attack(s) mia_server, gmia_server attack each"),
+    (["attack=phenotype", "attack.phenotype.observer=peer"], "attack phenotype cannot be run"),
     # Every value of a sweep is checked before the first job.
     (["--multirun", "threshold=0.3,7"], "threshold=7 must be in [0, 1] (in the job with"),
     (["--multirun", "seed=1,2,x"], "seed='x' must be a non-negative integer (in the job with"),

@@ -320,11 +320,9 @@ def test_mlp_federation_is_bit_identical_on_both_backends(tiny_cohort: Cohort) -
     gc.collect()  # Ray's leaked handles, under this test's filter
 
 
-def test_attacks_on_client_models_under_secagg_fail_before_training(
+def test_server_attacks_under_secagg_build_and_run_on_the_aggregate(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    cfg = compose_cfg("defense=secagg", "attack=observers", "tracking=none")
-    with pytest.raises(ConfigError, match=r"mia_server, gmia_server .* only the aggregate"):
-        _experiment(cfg, tmp_path)
-    exp = _experiment(compose_cfg("defense=secagg", "attack=[mia,gmia]", "tracking=none"), tmp_path)
+    exp = _experiment(compose_cfg("defense=secagg", "attack=observers", "tracking=none"), tmp_path)
     assert exp.params["defense"] == "secagg"
+    assert [a.observer for a in exp.attacks] == ["server", "server", "public", "public"]

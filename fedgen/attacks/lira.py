@@ -135,11 +135,6 @@ class LiRAMIA:
             )
         self.k, self.fixed_variance, self.local_epochs = k, fixed_variance, local_epochs
 
-    @property
-    def needs_client_models(self) -> bool:
-        """Whether the attack needs each client's own model (which secure aggregation hides)."""
-        return self.model == "client"
-
     def observe(self, arena: Arena) -> Observation[LiRAView]:
         """The candidates, the recipe and the reference individuals; membership stays out."""
         rule = sgd_rule(arena.model)

@@ -32,7 +32,8 @@ class MembershipAttack:
         class's default (``mia``, ``gmia``).
     observer : {"server", "peer", "public"}
         Who attacks (:mod:`fedgen.attacks.observers`): the ``server`` scores each candidate on
-        the last local model its client returned; a ``peer`` or the ``public`` on the final
+        the last local model its client returned (under secure aggregation, on the aggregate:
+        the server then sees what the public sees); a ``peer`` or the ``public`` on the final
         global model.
     threshold : float in [0, 1]
         The decision threshold on this attack's scores.
@@ -64,11 +65,6 @@ class MembershipAttack:
         self.observer = check_observer(self.name, observer or "public", self.observers)
         self.model: ModelChoice = MODEL_OF_OBSERVER[self.observer]
         self.threshold = check_threshold(self.name, threshold)
-
-    @property
-    def needs_client_models(self) -> bool:
-        """Whether the attack needs each client's own model (which secure aggregation hides)."""
-        return self.model == "client"
 
     def observe(self, arena: Arena) -> Observation[MembershipView]:
         """Candidates and their labels; membership stays with the metrics."""

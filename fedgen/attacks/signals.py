@@ -38,27 +38,19 @@ def attacked_params(
     """The parameters each target is scored against, with the targets they apply to.
 
     ``global`` is the aggregate after the last round, for every target; ``client`` is the
-    last local model that the target's own client returned to the server.
+    last local model that the target's own client returned to the server. Under secure
+    aggregation (an ``aggregate_only`` last round) the server holds no client's model, and the
+    aggregate stands in for each (:mod:`fedgen.attacks.observers`): the server's attack then
+    sees what the public sees.
 
     Returns
     -------
     list of (Params, ndarray of intp)
         Parameters and the indices (into the targets) scored with them; together the index
         arrays cover every target once.
-
-    Raises
-    ------
-    ConfigError
-        ``client`` on a record without client models (secure aggregation).
     """
-    if choice == "global" or not server.rounds:
+    if choice == "global" or not server.rounds or server.rounds[-1].aggregate_only:
         return [(server.final_params, np.arange(clients.shape[0]))]
-    if server.rounds[-1].aggregate_only:
-        raise ConfigError(
-            "an attack by observer=server needs each client's returned model, but the server "
-            "saw only their aggregate (with defense secagg the server sees only the aggregate); "
-            "use attack.<name>.observer=public (or peer)"
-        )
     last = server.rounds[-1].client_params
     return [(last[c], np.flatnonzero(clients == c)) for c in np.unique(clients)]
 

@@ -16,6 +16,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 import fedgen
 from fedgen.core.errors import ConfigError, FedgenError
+from fedgen.data import IIDPartition
 from fedgen.experiment.cache import TrainingCache, default_cache_dir
 from fedgen.experiment.pipeline import Experiment, Training
 from fedgen.federation import FederationSettings
@@ -24,7 +25,7 @@ from fedgen.models import Model
 # Which top-level config keys determine the trained federation (and so the training cache key),
 # and which act only after training. Every top-level key must be in exactly one of them (a test
 # checks the composed config), so a new group cannot silently be left out of the cache key.
-TRAINING_KEYS = ("dataset", "federation", "model", "defense", "seed")
+TRAINING_KEYS = ("dataset", "partition", "federation", "model", "defense", "seed")
 POST_TRAINING_KEYS = (
     "attack",
     "evaluation",
@@ -187,7 +188,7 @@ def _physical_memory() -> int:
 
 
 def build_training(cfg: DictConfig) -> Training:
-    """Instantiate what determines training: seed, dataset, federation, model, defenses."""
+    """Instantiate what determines training: seed, data, partition, federation, model, defenses."""
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer")
@@ -204,33 +205,36 @@ def build_training(cfg: DictConfig) -> Training:
         _instantiate(node, f"defense.{name}", name=str(name))
         for name, node in (cfg.get("defense") or {}).items()
     )
+    dataset = _instantiate(cfg.dataset, "dataset")
+    partition = _instantiate(cfg.partition, "partition") if "partition" in cfg else IIDPartition()
+    if not callable(getattr(partition, "split", None)):
+        raise ConfigError(
+            f"`partition` built a {type(partition).__name__}, which is not a fedgen partition; "
+            "use one of the partition config options (e.g. partition=iid, partition=dirichlet)"
+        )
+    check_source = getattr(partition, "check_source", None)
+    if callable(check_source):
+        check_source(dataset)  # e.g. ancestry silos need a cohort with ancestry groups
     return Training(
         seed=seed,
-        dataset=_instantiate(cfg.dataset, "dataset"),
+        dataset=dataset,
         federation=federation,
         model=model,
         defenses=defenses,
+        partition=partition,
     )
 
 
 def _check_observers(training: Training, attacks: Sequence[Any]) -> None:
-    """Fail before training when an attack cannot work on this training.
+    """Fail before training when an attack cannot attack this model (its ``check_model``).
 
-    An attack that needs client models a defense hides from the server, or (its optional
-    ``check_model``) a model it cannot attack.
+    (Attacks by the server under secure aggregation run on the aggregate, which stands in for
+    each client's model: see :mod:`fedgen.attacks.observers`.)
     """
     for attack in attacks:
         check_model = getattr(attack, "check_model", None)
         if check_model is not None:
             check_model(training.model)
-    hiding = [d.name for d in training.defenses if getattr(d, "hides_client_updates", False)]
-    needing = [a.name for a in attacks if getattr(a, "needs_client_models", False)]
-    if hiding and needing:
-        raise ConfigError(
-            f"attack(s) {', '.join(needing)} attack each client's returned model, but with "
-            f"defense {', '.join(hiding)} the server sees only the aggregate; set "
-            f"attack.<name>.observer=public (or peer), or attack=[mia,gmia]"
-        )
 
 
 def training_material(resolved: Mapping[Any, Any]) -> dict[str, Any]:

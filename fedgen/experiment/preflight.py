@@ -18,7 +18,7 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
@@ -115,6 +115,10 @@ def _values(o: Override) -> list[str] | None:
     """A sweep's values as override text, or None for ranges and intervals."""
     if not o.is_sweep_override():
         return [o.get_value_element_as_str()]
+    glob = o.value()
+    if isinstance(glob, Glob):
+        options = _groups().get(o.key_or_group)
+        return glob.filter(options) if options is not None else None
     if o.is_choice_sweep():
         return list(o.sweep_string_iterator())
     return None
