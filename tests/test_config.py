@@ -8,7 +8,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pgenlib
 import pytest
+from bed_reader import to_bed
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,9 +33,24 @@ CONF = Path(str(files("fedgen.conf")))
 # Hydra's own groups (job logging, the sweeper): not built by fedgen's builder.
 HYDRA_GROUPS = ("hydra",)
 # Values an option leaves mandatory (``???``), supplied so that it builds.
-REQUIRED = {("dataset", "csv"): ["dataset.path=x.csv"]}
+REQUIRED = {
+    ("dataset", "csv"): ["dataset.path=x.csv"],
+    ("dataset", "plink"): ["dataset.path=x"],
+    ("dataset", "pgen"): ["dataset.path=x"],
+    ("partition", "ancestry"): ["dataset.n_ancestry_groups=3"],
+}
 # Keys of a config node that tell Hydra how to build it rather than what to build.
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def write_plink_sets(prefix: Path) -> None:
+    """A 2 x 1 cohort as a PLINK 1 (``.bed``) and a PLINK 2 (``.pgen``) file set."""
+    to_bed(prefix.with_suffix(".bed"), np.array([[0], [2]], dtype=np.int8), {"pheno": [1, 2]})
+    writer = pgenlib.PgenWriter(bytes(prefix.with_suffix(".pgen")), 2, variant_ct=1)
+    writer.append_biallelic(np.array([0, 2], dtype=np.int8))
+    writer.close()
+    prefix.with_suffix(".pvar").write_text("#CHROM\tPOS\tID\tREF\tALT\n1\t1\trs1\tA\tG\n")
+    prefix.with_suffix(".psam").write_text("#IID\tPHENO1\ni0\t1\ni1\t2\n")
 
 
 def _build(cfg: DictConfig, tmp_path: Path) -> Experiment:
@@ -159,6 +177,10 @@ def test_every_option_of_every_group_builds_what_it_says(
     option: str,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("snp_a,label\n0,1\n2,0\n")  # the csv option's file
+    if (group, option) in (("dataset", "plink"), ("dataset", "pgen")):
+        write_plink_sets(tmp_path / "x")  # the plink and pgen options' file sets
     # An option of a group is checked with everything else at its default; an experiment
     # preset (`@package _global_`) is checked in every group it sets.
     cfg = compose_cfg(f"{group}={option}", *REQUIRED.get((group, option), []))
