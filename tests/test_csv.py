@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgen.core.errors import DataError
+from fedgen.core.errors import ConfigError, DataError
 from fedgen.data.csv import CsvCohort
 
 
@@ -185,3 +185,75 @@ def test_byte_order_mark_and_trailing_blank_lines_are_tolerated(tmp_path: Path) 
 def test_a_directory_as_path_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is a directory"):
         CsvCohort(path=str(tmp_path)).load(np.random.default_rng(0))
+
+
+def test_fid_and_iid_columns_are_dropped_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "FID,IID,rs1,label\nf1,p1,2,1\nf1,p2,0,0\n")
+    cohort = CsvCohort(path=str(path)).load(np.random.default_rng(0))
+    assert cohort.snp_names == ("rs1",)
+
+
+def test_id_column_is_not_a_feature_and_must_be_unique(tmp_path: Path) -> None:
+    path = write(tmp_path, "person,rs1,label\np1,2,1\np2,0,0\n")
+    cohort = CsvCohort(path=str(path), id_column="person").load(np.random.default_rng(0))
+    assert cohort.snp_names == ("rs1",)
+    path = write(tmp_path, "person,rs1,label\np1,2,1\np2,0,0\np1,1,1\n")
+    with pytest.raises(DataError) as info:
+        CsvCohort(path=str(path), id_column="person").load(np.random.default_rng(0))
+    assert str(info.value) == (
+        f"{path}, row 3, column 'person': ID 'p1' already names row 1; keep one row per individual"
+    )
+    path = write(tmp_path, "person,rs1,label\np1,2,1\n,0,0\n")
+    with pytest.raises(DataError, match=r"row 2, column 'person': the individual ID is missing"):
+        CsvCohort(path=str(path), id_column="person").load(np.random.default_rng(0))
+    with pytest.raises(DataError) as info:
+        CsvCohort(path=str(path), id_column="IID").check()
+    assert str(info.value) == (
+        f"cohort file {path} has no 'IID' column; add it or set dataset.id_column (null for none)"
+    )
+
+
+@pytest.mark.parametrize("token", ["", "NA", "na", ".", "NaN"])
+def test_missing_values_error_by_default_and_name_the_fix(tmp_path: Path, token: str) -> None:
+    path = write(tmp_path, f"rs1,rs2,label\n0,1,1\n1,{token},0\n")
+    with pytest.raises(DataError) as info:
+        CsvCohort(path=str(path)).load(np.random.default_rng(0))
+    shown = "a missing value" + (f" ('{token}')" if token else "")
+    assert str(info.value) == (
+        f"{path}, row 2, column 'rs2': {shown} where 0, 1 or 2 is required; fix the file, or "
+        "set dataset.missing=impute"
+    )
+
+
+def test_missing_impute_fills_rounded_means_and_drops_unlabelled_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Row 3 has no label: it is dropped before the means are taken. Then rs1 is observed
+    # 2, 1 -> mean 1.5 -> 2; rs2 0, 1 -> 0.5 -> 0 (halves to even); rs3 1, 0, 1 -> 2/3 -> 1.
+    path = write(
+        tmp_path,
+        "rs1,rs2,rs3,label\n2,0,1,1\nNA,1,.,0\n2,0,2,NA\n1,NA,0,1\n,,1,0\n",
+    )
+    with caplog.at_level("INFO", logger="fedgen"):
+        cohort = CsvCohort(path=str(path), missing="impute").load(np.random.default_rng(0))
+    assert cohort.genotypes.dtype == np.int8
+    assert cohort.genotypes.tolist() == [[2, 0, 1], [2, 1, 1], [1, 0, 0], [2, 0, 1]]
+    assert cohort.labels.tolist() == [1, 0, 1, 0]
+    assert "dropped 1 of 5 rows" in caplog.text
+    assert "imputed 5 missing genotypes" in caplog.text
+
+
+def test_missing_impute_needs_an_observed_genotype(tmp_path: Path) -> None:
+    path = write(tmp_path, "rs1,rs2,label\n0,NA,1\n1,.,0\n")
+    with pytest.raises(DataError) as info:
+        CsvCohort(path=str(path), missing="impute").load(np.random.default_rng(0))
+    assert str(info.value) == (
+        f"cohort file {path}: column 'rs2' has no genotype to impute from (every value is "
+        "missing); drop it with dataset.drop_columns"
+    )
+
+
+def test_bad_missing_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    with pytest.raises(ConfigError, match=r"dataset\.missing='drop' must be error or impute"):
+        CsvCohort(path=str(path), missing="drop").check()
