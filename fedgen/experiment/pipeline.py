@@ -10,7 +10,7 @@ import difflib
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
 from fedgen.core.seeding import child_rng
-from fedgen.data import CohortSource, partition
+from fedgen.data import CohortSource, IIDPartition, Partition
 from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
@@ -42,13 +42,14 @@ log = logging.getLogger("fedgen")
 
 @dataclass(frozen=True)
 class Training:
-    """What determines the trained federation: cohort source, federation, model, defenses."""
+    """What determines the trained federation: cohort, partition, federation, model, defenses."""
 
     seed: int
     dataset: CohortSource
     federation: FederationSettings
     model: Model
     defenses: tuple[Defense, ...] = ()
+    partition: Partition = field(default_factory=IIDPartition)
 
 
 def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
@@ -58,8 +59,8 @@ def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
     apps (:mod:`fedgen.flwr_app`).
     """
     cohort = training.dataset.load(child_rng(training.seed, "cohort"))
-    split = partition(
-        cohort.labels,
+    split = training.partition.split(
+        cohort,
         training.federation.num_clients,
         training.federation.test_fraction,
         child_rng(training.seed, "partition"),
@@ -147,10 +148,14 @@ def run_experiment(exp: Experiment) -> Outcome:
         if cached is not None:
             log.info("trained federation reused from the cache (%s)", key[:12])
             result = cached
+        elif exp.cache is not None and key:
+            # Locked: a parallel job training the same federation meanwhile is waited for.
+            result, hit = exp.cache.load_or_train(key, lambda: train(exp.training, cohort, split))
+            if hit:
+                log.info("trained federation reused from the cache (%s)", key[:12])
+                run.set_tags({"fedgen.training_cache": "hit"})
         else:
             result = train(exp.training, cohort, split)
-            if exp.cache is not None and key:
-                exp.cache.store(key, result)
         run.log_history([(r.round, r.metrics) for r in result.rounds])
         log_path = exp.output_dir / "training_log.csv"
         atomic_write_text(log_path, training_log_csv(result))
