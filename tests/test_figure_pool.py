@@ -17,11 +17,11 @@ def test_figures_are_drawn_in_the_background_and_repeats_are_copied(tmp_path: Pa
     task = FigureTask(
         "gradient_norm_histogram", (rng.random(500), rng.random(500) < 0.8, 0.4, "subtitle")
     )
-    other = FigureTask("radar", ({"gmia": {"precision": 0.8, "recall": 0.9}}, "subtitle"))
+    other = FigureTask("client_auc_bars", ({"gmia": {0: 0.6, 1: 0.5}}, "subtitle"))
     done: list[Path] = []
     figure_pool.submit([task, other], tmp_path / "a", done.append)
     figure_pool.wait()
-    assert sorted(p.name for p in done) == ["gradient_norm_histogram.png", "radar.png"]
+    assert sorted(p.name for p in done) == ["client_auc.png", "gradient_norm_histogram.png"]
     assert task.key() in figure_pool._drawn
     figure_pool.submit([task], tmp_path / "b", done.append)  # drawn before: copied at once
     assert done[-1] == tmp_path / "b" / "gradient_norm_histogram.png"
@@ -37,9 +37,10 @@ def test_a_failing_figure_is_logged_and_does_not_block(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     done: list[Path] = []
-    bad = FigureTask("radar", ({"gmia": {"precision": 7.0}}, "subtitle"))  # outside [0, 1]
+    empty = (np.empty(0), np.empty(0, dtype=bool))
+    bad = FigureTask("roc_curves", ({"gmia": empty}, {}, "subtitle"))  # no scores to draw
     with caplog.at_level(logging.ERROR, logger="fedgen"):
         figure_pool.submit([bad], tmp_path, done.append)
         figure_pool.wait()
     assert done == []
-    assert "figure radar failed" in caplog.text
+    assert "figure roc_curves failed" in caplog.text

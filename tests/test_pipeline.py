@@ -178,7 +178,7 @@ def test_figures_show_the_data_of_the_run(compose_cfg: Compose, tmp_path: Path) 
     figure_pool.wait()
     expected = {
         "gradient_norm_histogram", "snp_pca", "top_snp_correlations", "training_curves", "roc",
-        "threshold_curves_mia", "threshold_curves_gmia", "threshold_curves_lia", "radar",
+        "threshold_curves_mia", "threshold_curves_gmia", "threshold_curves_lia",
         "client_auc",
     }  # fmt: skip
     logged = {k for k in run["artifacts"] if k.startswith("figures/")}

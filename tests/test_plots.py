@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
-from matplotlib.projections.polar import PolarAxes
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -252,30 +251,6 @@ def test_threshold_curves_conventions_at_the_extremes() -> None:
     np.testing.assert_array_equal(d["thresholds"], grid)
 
 
-# --- radar ------------------------------------------------------------------------------------
-
-
-def test_radar_values_matrix_and_missing_metrics() -> None:
-    metrics = {
-        "mia": {"precision": 0.6, "recall": 0.8, "f1": 0.69, "auc": 0.71, "extra": 0.3},
-        "gmia": {"precision": 0.5, "recall": 1.0, "f1": float("nan")},
-    }
-    plot = plots.radar(metrics, SUBTITLE)
-    d = plot.data
-    assert plot.name == "radar"
-    assert d["attacks"] == ["mia", "gmia"]
-    assert d["axes"] == ["precision", "recall", "f1", "auc"]
-    np.testing.assert_array_equal(d["values"], [[0.6, 0.8, 0.69, 0.71], [0.5, 1.0, 0.0, 0.0]])
-    assert d["missing"] == [("gmia", "f1"), ("gmia", "auc")]
-    ax = plot.figure.axes[0]
-    assert isinstance(ax, PolarAxes)
-    assert ax.get_ylim() == (0.0, 1.0)
-    closed = ax.get_lines()[0].get_ydata()
-    np.testing.assert_array_equal(closed, [0.6, 0.8, 0.69, 0.71, 0.6])  # polygon is closed
-    with pytest.raises(ValueError, match="outside"):
-        plots.radar({"mia": {"auc": 1.2}}, SUBTITLE)
-
-
 # --- training_curves --------------------------------------------------------------------------
 
 
@@ -452,7 +427,6 @@ def _builders() -> dict[str, Callable[[], Plot]]:
         "threshold_curves_mia": lambda: plots.threshold_curves(
             "mia", scores, truth, True, 0.5, SUBTITLE
         ),
-        "radar": lambda: plots.radar({"mia": {"precision": 0.5, "auc": 0.6}}, SUBTITLE),
         "training_curves": lambda: plots.training_curves(rounds, curves, SUBTITLE),
         "client_auc": lambda: plots.client_auc_bars({"mia": {0: 0.6, 1: 0.4}}, SUBTITLE),
         "leakage_over_rounds": lambda: plots.leakage_over_rounds(
@@ -473,11 +447,7 @@ def test_every_figure_saves_a_titled_labelled_png(name: str, tmp_path: Path) -> 
     assert SUBTITLE in suptitle and suptitle.split("\n")[0].strip()
     assert plot.figure.axes
     for ax in plot.figure.axes:
-        if isinstance(ax, PolarAxes):  # the spokes are the labels
-            spokes = [t.get_text() for t in ax.get_xticklabels()]
-            assert spokes == ["precision", "recall", "f1", "auc"]
-        else:
-            assert ax.get_xlabel().strip() and ax.get_ylabel().strip()
+        assert ax.get_xlabel().strip() and ax.get_ylabel().strip()
 
 
 def test_plots_never_imports_pyplot() -> None:

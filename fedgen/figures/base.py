@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from matplotlib.figure import Figure
 from fedgen.core.io import atomic_write_bytes
 
 DPI = 110
+SUBTITLE_CHARS_PER_INCH = 15  # at the suptitle's 10 pt: wider subtitles wrap
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,15 @@ class Plot:
 
 
 def new_figure(title: str, subtitle: str = "", size: tuple[float, float] = (6.4, 4.4)) -> Figure:
-    """A Figure on the Agg canvas (no display, no pyplot state) with a title and subtitle."""
+    """A Figure on the Agg canvas (no display, no pyplot state) with a title and subtitle.
+
+    A subtitle longer than the figure is wide (a run's every attack and threshold) is wrapped
+    onto more lines, never cut off at the edges.
+    """
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    if subtitle:
+        subtitle = textwrap.fill(subtitle, width=int(size[0] * SUBTITLE_CHARS_PER_INCH))
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
     return fig
 

@@ -9,12 +9,11 @@ under the title. Statistics are always computed on all rows; only scatter plots 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.projections.polar import PolarAxes
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
 from numpy.typing import ArrayLike, NDArray
 
@@ -469,65 +468,6 @@ def threshold_curves(
         "threshold": float(threshold),
     }
     return Plot(f"threshold_curves_{name}", fig, data)
-
-
-def radar(
-    metrics: Mapping[str, Mapping[str, float]],
-    subtitle: str,
-    axes: Sequence[str] = ("precision", "recall", "f1", "auc"),
-    title: str = "Attacks compared",
-) -> Plot:
-    """Polar plot of several attacks' metrics, one closed polygon per attack.
-
-    Parameters
-    ----------
-    metrics : mapping of str to (mapping of str to float)
-        Attack -> metric -> value in [0, 1] (ValueError otherwise). A missing or NaN metric is
-        drawn as 0 and listed in ``data["missing"]``.
-    subtitle : str
-        The experiment's key settings, shown under the title.
-    axes : sequence of str
-        The metrics, one spoke each, clockwise from the top.
-    title : str
-
-    Returns
-    -------
-    Plot
-        Name ``radar``; data ``attacks`` (list), ``axes`` (list), ``values`` (n_attacks,
-        n_axes), ``missing`` (list of (attack, metric) drawn as 0).
-    """
-    if not axes:
-        raise ValueError("radar needs at least one axis")
-    attacks, names = list(metrics), list(axes)
-    values = np.zeros((len(attacks), len(names)))
-    missing: list[tuple[str, str]] = []
-    for i, attack in enumerate(attacks):
-        for j, metric in enumerate(names):
-            value = metrics[attack].get(metric)
-            if value is None or np.isnan(value):
-                missing.append((attack, metric))
-            elif not 0.0 <= value <= 1.0:
-                raise ValueError(f"{attack} {metric} = {value} is outside [0, 1]")
-            else:
-                values[i, j] = value
-
-    fig = new_figure(title, subtitle, size=(6.4, 5.0))
-    ax = cast(PolarAxes, fig.add_subplot(projection="polar"))
-    ax.set_theta_zero_location("N")
-    ax.set_theta_direction(-1)
-    angles = 2 * np.pi * np.arange(len(names)) / len(names)
-    closed = np.append(angles, angles[0])
-    for i, attack in enumerate(attacks):
-        ring = np.append(values[i], values[i, 0])
-        ax.plot(closed, ring, color=f"C{i}", linewidth=1.5, marker="o", markersize=3, label=attack)
-        ax.fill(closed, ring, color=f"C{i}", alpha=0.1)
-    ax.set_thetagrids(np.degrees(angles), names)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_rgrids([0.25, 0.5, 0.75, 1.0], fontsize=7)
-    if attacks:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8)
-    data = {"attacks": attacks, "axes": names, "values": values, "missing": missing}
-    return Plot("radar", fig, data)
 
 
 def training_curves(

@@ -21,7 +21,7 @@ def run_figures(
     assessments: Sequence[Assessment],
     subtitle: str,
 ) -> list[Task]:
-    """Every per-run figure: leakage (histogram, ROC, threshold curves, radar, per-client AUC,
+    """Every per-run figure: leakage (histogram, ROC, threshold curves, per-client AUC,
     and over rounds for attacks on every round), the cohort (PCA, top SNP correlations) and
     training (per-round curves).
 
@@ -98,7 +98,6 @@ def run_figures(
         )
         for a in assessments
     ]
-    figures.append(Task("radar", ({a.name: a.metrics for a in assessments}, at_threshold)))
     per_client = {
         a.name: {
             int(key.split("/")[0].removeprefix("client_")): value
