@@ -5,16 +5,17 @@ Run: .venv/bin/python benchmarks/bench_attacks.py [--quick] [--repeats N] [--big
 
 Two settings: the default experiment (20,000 x 100 SNPs, 5 clients) and a genomic-scale one
 (10,000 individuals x 10,000 SNPs, 10 clients); both 10 FedAvg rounds of the default model, the
-paper evaluation pool, in-process backend. Each setting's federation is trained once in this
-process (no cache), and that training is timed: ``--repeats`` times for the default, once for
-the big one. Each attack is built from its own Hydra YAML (``attack=<name>``) by fedgen's
+paper evaluation pool, in-process backend. Each setting's cohort is made once and its
+federation trained, and timed, in this process (no cache): ``--repeats`` times for the default,
+once for the big one. Each attack is built from its own Hydra YAML (``attack=<name>``) by fedgen's
 builder, as ``python -m fedgen`` builds it; an attack without a YAML yet, or whose config does
 not build, is skipped with a note. Then ``assess(attack, arena, n_bootstrap)`` (the pool's own
 ``n_bootstrap``) is timed for each attack in turn, round-robin, so machine noise affects all
 alike: one untimed warm-up each and ``--repeats`` runs on the default setting,
-``--big-repeats`` runs on the big one. Prints the median time, its ratio to the setting's
-training time (median), and the process's peak resident memory during the attack (the kernel's
-high-water mark, reset before each call) with its rise above the resident memory just before.
+``--big-repeats`` runs and no warm-up on the big one. Prints the median time, its ratio to the
+setting's training time (median), and the process's peak resident memory during the attack
+(the kernel's high-water mark, reset before each call) with its rise above the resident memory
+just before.
 ``--quick`` runs the default setting only.
 """
 
@@ -159,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the default experiment only")
     parser.add_argument("--repeats", type=int, default=3, help="runs on the default setting")
-    parser.add_argument("--big-repeats", type=int, default=2, help="runs on 10k x 10k")
+    parser.add_argument("--big-repeats", type=int, default=3, help="runs on 10k x 10k")
     parser.add_argument("--attack", action="append", help="attack option (repeatable)")
     args = parser.parse_args()
     names = args.attack or list(ATTACKS)

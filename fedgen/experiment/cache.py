@@ -8,7 +8,6 @@ import importlib.metadata
 import io
 import json
 import logging
-import os
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import fedgen
+from fedgen.core import cachedir
 from fedgen.core.io import atomic_write_bytes
 from fedgen.core.records import FederationResult, Params, RoundRecord
 
@@ -74,11 +74,7 @@ def training_key(material: Mapping[str, Any], arrays: Sequence[NDArray[Any]]) ->
 
 def default_cache_dir() -> Path:
     """Return ``$FEDGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedgen``, else ``~/.cache/fedgen``."""
-    if explicit := os.environ.get("FEDGEN_CACHE_DIR"):
-        return Path(explicit).expanduser()
-    if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return Path(xdg).expanduser() / "fedgen"
-    return Path.home() / ".cache" / "fedgen"
+    return cachedir.default_cache_dir()  # in core, so that cached data sources share it
 
 
 @functools.cache
