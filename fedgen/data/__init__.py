@@ -1,6 +1,7 @@
 """Cohorts: synthetic, or read from CSV and PLINK files; and their partition across clients."""
 
 from fedgen.data.csv import CsvCohort
+from fedgen.data.msprime_source import MsprimeCohort
 from fedgen.data.partition import IIDPartition, Partition, partition
 from fedgen.data.pgen import PgenCohort
 from fedgen.data.plink import PlinkCohort
@@ -14,6 +15,7 @@ __all__ = [
     "CsvCohort",
     "DirichletLabelPartition",
     "IIDPartition",
+    "MsprimeCohort",
     "Partition",
     "PgenCohort",
     "PlinkCohort",

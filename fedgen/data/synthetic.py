@@ -40,6 +40,7 @@ from scipy.special import ndtri
 
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import Cohort
+from fedgen.data.phenotype import LiabilityPhenotype
 
 _LEVELS = 65536.0
 _CHUNK_CELLS = 1 << 22
@@ -105,7 +106,13 @@ class SyntheticCohort:
         group_maf = _balding_nichols(rng, maf, self.n_ancestry_groups, self.fst)
         blocks = np.arange(p, dtype=np.int32) // self.ld_block_size
         genotypes = self._genotypes(rng, maf, group_maf, groups, blocks)
-        phenotype = _Phenotype.draw(self, rng, genotypes)
+        phenotype = LiabilityPhenotype.draw(
+            rng,
+            genotypes,
+            n_causal=self.n_causal,
+            heritability=self.heritability,
+            prevalence=self.prevalence,
+        )
         metadata: dict[str, NDArray[np.generic]] = {
             "maf": maf,
             "causal": phenotype.causal_mask(p),
@@ -154,72 +161,6 @@ class SyntheticCohort:
             else:
                 genotypes[rows] = hwe_genotypes(rng, group_maf[k], rows.size)
         return genotypes
-
-
-@dataclass(frozen=True)
-class _Phenotype:
-    """The liability-threshold phenotype drawn for a cohort, reusable for reference individuals.
-
-    ``causal`` (k,) SNP indices with effects ``beta`` (k,); ``mean``/``std`` (k,) the cohort's
-    standardisation of those SNPs; ``scale`` the genetic score's SD in the cohort (0: no
-    genetic term); ``cutoff`` the liability at and above which an individual is a case.
-    """
-
-    labels: NDArray[np.int8]
-    causal: NDArray[np.intp]
-    beta: NDArray[np.float64]
-    mean: NDArray[np.float64]
-    std: NDArray[np.float64]
-    scale: float
-    cutoff: float
-
-    @classmethod
-    def draw(
-        cls, source: SyntheticCohort, rng: np.random.Generator, genotypes: NDArray[np.int8]
-    ) -> _Phenotype:
-        n, p = genotypes.shape
-        h2 = source.heritability
-        causal_idx = np.sort(rng.choice(p, size=source.n_causal, replace=False))
-        beta = rng.standard_normal(source.n_causal)
-        liability = np.sqrt(1.0 - h2) * rng.standard_normal(n)
-        mean = np.zeros(source.n_causal)
-        std = np.ones(source.n_causal)
-        scale = 0.0
-        if source.n_causal and h2 > 0.0:
-            g = genotypes[:, causal_idx].astype(np.float64)
-            mean = g.mean(axis=0)
-            sd = g.std(axis=0)
-            std = np.where(sd > 0, sd, 1.0)
-            genetic = ((g - mean) / std) @ beta
-            scale = float(genetic.std())
-            if scale > 0:
-                liability += genetic * (np.sqrt(h2) / scale)
-        n_cases = round(source.prevalence * n)
-        order = np.argsort(-liability, kind="stable")
-        labels = np.zeros(n, dtype=np.int8)
-        labels[order[:n_cases]] = 1
-        cutoff = float(liability[order[n_cases - 1]]) if n_cases else np.inf
-        return cls(labels, causal_idx, beta, mean, std, scale, cutoff)
-
-    def causal_mask(self, p: int) -> NDArray[np.bool_]:
-        mask = np.zeros(p, dtype=bool)
-        mask[self.causal] = True
-        return mask
-
-    def effects(self, p: int) -> NDArray[np.float64]:
-        out = np.zeros(p)
-        out[self.causal] = self.beta
-        return out
-
-    def labels_of(
-        self, rng: np.random.Generator, genotypes: NDArray[np.int8], h2: float
-    ) -> NDArray[np.int8]:
-        """Phenotypes of new individuals of the same population, int8 (m,)."""
-        liability = np.sqrt(1.0 - h2) * rng.standard_normal(genotypes.shape[0])
-        if self.scale > 0:
-            g = genotypes[:, self.causal].astype(np.float64)
-            liability += ((g - self.mean) / self.std) @ self.beta * (np.sqrt(h2) / self.scale)
-        return np.asarray(liability >= self.cutoff, dtype=np.int8)
 
 
 def hwe_genotypes(rng: np.random.Generator, maf: NDArray[np.float64], n: int) -> NDArray[np.int8]:
