@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedgen-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep test lint typecheck pytest check bench docs-figures mlflow-ui clean
+.PHONY: help install run sweep test lint typecheck pytest check bench bench-big docs-figures mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,11 @@ bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py
 	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_defenses.py
+	$(PY) benchmarks/bench_attacks.py --quick
+	$(PY) benchmarks/bench_lira.py
+
+bench-big: install ## the attacks' cost at 10,000 x 10,000 SNPs too (~10 min)
+	$(PY) benchmarks/bench_attacks.py
 
 docs-figures: install ## regenerate the README's figures (docs/*.png) from the default experiment
 	rm -rf .docs-run
