@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedgen-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep test lint typecheck pytest check bench bench-big docs-figures mlflow-ui clean
+.PHONY: help install run sweep test lint typecheck pytest check report-check bench bench-big docs-figures mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ pytest: install ## the test suite only
 test: lint typecheck pytest ## everything CI checks: lint, types, tests
 
 check: test ## alias of test
+
+report-check: install ## render a sample leakage report in headless Chromium (build/report-check/*.png, *.pdf)
+	FEDGEN_REPORT_CHECK_DIR=build/report-check $(PY) -m pytest -rs tests/test_report.py -k browser
 
 bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py

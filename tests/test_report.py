@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
+import os
 import random
 import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,12 +28,15 @@ from fedgen.reporting.report import (
     load_run_json,
     metric_vs_param,
     prf_vs_threshold,
+    run_figure_names,
     summary_table,
     swept_params,
     to_csv,
     to_markdown,
+    write_run_report,
     write_summary,
 )
+from fedgen.reporting.verdict import caption
 
 BASE = {
     "seed": "42",
@@ -284,9 +293,8 @@ def test_prf_vs_threshold_keeps_other_params_apart(records: list[RunRecord]) -> 
 
 
 def test_html_report_is_self_contained(records: list[RunRecord]) -> None:
-    table = summary_table(records)
     plots = [metric_vs_param(records, "threshold", ""), prf_vs_threshold(records, "")]
-    page = html_report("Sweep <1>", table, plots, notes="from a & b")
+    page = html_report("Sweep <1>", records, plots, notes="from a & b")
     assert page.startswith("<!DOCTYPE html>")
     assert "Sweep &lt;1&gt;" in page and "from a &amp; b" in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
@@ -294,14 +302,27 @@ def test_html_report_is_self_contained(records: list[RunRecord]) -> None:
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == page.count("data:image/png;base64,") == 2
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    body = page[page.index("<tbody>") : page.index("</tbody>")]
-    rows = re.findall(r"<tr>(.*?)</tr>", body)
+    # Captions are sentences, numbered, never the file names.
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert [c.split("</b> ")[0] for c in captions] == ["<b>Figure 1.", "<b>Figure 2."]
+    assert captions[0].endswith(html.escape(caption("metrics_vs_threshold")))
+    assert captions[1].endswith(html.escape(caption("prf_vs_threshold")))
+    assert all("_" not in c for c in captions)
+    # The leakage table: who, the swept params, the threshold, then every number.
+    table = summary_table(records)
+    body = page[page.index('<table class="runs">') :]
+    body = body[body.index("<tbody>") : body.index("</tbody>")]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body)
     assert len(rows) == len(table)
     for html_row, row in zip(rows, table, strict=True):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", html_row)
-        assert cells[:7] == [row[c] for c in list(row)[:7]]
-        assert cells[4:7] == [row["attack"], row["seed"], row["threshold"]]
-        assert cells[7:] == [f"{float(row[m]):.3f}" for m in SUMMARY_METRICS]
+        assert cells[0] == row["attack"] and cells[1] == ""  # no observer param: unknown
+        assert cells[2:4] == [row["seed"], row["threshold"]]
+        low, auc, high = (float(row[m]) for m in ("auc_ci_low", "auc", "auc_ci_high"))
+        assert cells[4] == f"{auc:.3f} [{low:.3f}, {high:.3f}]"
+        shown = ("advantage", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "member_share")
+        shown += ("trivial_f1", "precision", "recall", "f1")
+        assert cells[5:] == [f"{float(row[m]):.3f}" for m in shown]
 
 
 def test_write_summary_writes_every_file_atomically(
@@ -350,3 +371,188 @@ def test_an_attack_threshold_that_follows_the_top_level_one_is_not_a_swept_param
     assert swept_params(following) == ["threshold"]
     pinned = [record("0.3", "0.4"), record("0.5", "0.4"), record("0.5", "0.6")]
     assert swept_params(pinned) == ["attack.gmia.threshold", "threshold"]
+
+
+def test_run_json_keeps_the_fedgen_version_and_commit_and_reads_older_files(
+    tmp_path: Path,
+) -> None:
+    rec = RunRecord("id", "n", {}, {}, version="0.1.0", git_commit="abc123")
+    path = tmp_path / "run.json"
+    path.write_text(dump_run_json(rec))
+    assert load_run_json(path) == rec
+    path.write_text('{"run_id": "x", "run_name": "y", "params": {}, "metrics": {}}')
+    old = load_run_json(path)
+    assert (old.version, old.git_commit) == ("", "")
+
+
+class PageCheck(HTMLParser):
+    """Balanced tags, every image loadable offline, every wide table in a scrolling wrapper."""
+
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input", "source"})
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.stack: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            src = attr.get("src", "")
+            self.images.append(src)
+            if not (src.startswith("data:image/png;base64,") or (self.folder / src).is_file()):
+                self.errors.append(f"image {src[:40]!r} neither embedded nor beside the page")
+            if not attr.get("alt"):
+                self.errors.append(f"image {src[:40]!r} has no alt text")
+        wrapped = any(t == "div" and "wide" in c.split() for t, c in self.stack)
+        if tag == "table" and attr.get("class") != "settings" and not wrapped:
+            self.errors.append(f"table {attr.get('class')!r} outside a div.wide")
+        if tag not in self.VOID:
+            self.stack.append((tag, attr.get("class", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1][0] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+
+def check_page(path: Path) -> PageCheck:
+    checker = PageCheck(path.parent)
+    checker.feed(path.read_text(encoding="utf-8"))
+    checker.close()
+    if checker.stack:
+        checker.errors.append(f"unclosed: {checker.stack}")
+    return checker
+
+
+def wide_sweep() -> list[RunRecord]:
+    """Runs swept over a defense with a long name, thresholds and seeds, two observers."""
+    out = []
+    for sigma in ("0", "0.5", "1"):
+        for t in ("0.3", "0.5"):
+            for seed in ("1", "2"):
+                extra = {
+                    "defense.client_dp.noise_multiplier": sigma,
+                    "defense.client_dp._target_": "fedgen.defenses.ClientDP",
+                    "attack.mia.observer": "server",
+                    "attack.gmia.observer": "public",
+                    "dataset.n_individuals": "400",
+                    "dataset.n_snps": "100",
+                    "federation.num_rounds": "3",
+                    "model.name": "sgd_logistic",
+                }
+                rec = record(f"{sigma}{t}{seed}", t, seed=seed, **extra)
+                out.append(
+                    RunRecord(rec.run_id, rec.run_name, rec.params, rec.metrics, version="0.1.0")
+                )
+    return out
+
+
+def test_the_sweep_report_has_header_verdicts_table_and_captions(tmp_path: Path) -> None:
+    records = wide_sweep()
+    write_summary(tmp_path, records, "A sweep")
+    page = (tmp_path / "report.html").read_text()
+    for label in ("Cohort (individuals)", "SNPs", "Clients", "Rounds", "Model", "Evaluation pool"):
+        assert f"<th>{label}</th>" in page
+    for label in ("Defenses", "Seeds", "fedgen version", "git commit"):
+        assert f"<th>{label}</th>" in page
+    assert "<td>client_dp (noise_multiplier=swept)</td>" in page
+    assert "<li>defense.client_dp.noise_multiplier: 0, 0.5, 1</li>" in page
+    # 3 sigmas x 2 seeds x 2 thresholds: these synthetic AUCs depend on the threshold
+    assert page.count("At 1% false positives the server identifies") == 12
+    assert page.count("At 1% false positives the public (anyone") == 12
+    assert "<li>defense.client_dp.noise_multiplier=0.5, seed=1, threshold=0.3: At 1%" in page
+    assert "<b>Figure 1.</b> AUC, advantage and true-positive rate" in page
+    assert html.escape(caption("metrics_vs_threshold")) in page
+    assert "<h2>Every setting the runs share</h2>" in page
+    check = check_page(tmp_path / "report.html")
+    assert check.errors == [] and len(check.images) == 3  # vs sigma, vs threshold, P/R/F1
+
+
+def test_the_run_report_links_its_figures_and_dates_itself(tmp_path: Path) -> None:
+    rec = wide_sweep()[0]
+    params = {**rec.params, "attack.gmia._target_": "fedgen.attacks.GradientNormMIA"}
+    rec = RunRecord(
+        "r", "one run", params, rec.metrics, "2026-01-02T03:04:05+00:00", "", "0.1.0", "abc"
+    )
+    path = write_run_report(tmp_path, rec)
+    page = path.read_text()
+    assert "<td>abc</td>" in page and "<td>2026-01-02T03:04:05+00:00</td>" in page
+    linked = re.findall(r'src="(figures/[^"]+)"', page)
+    assert linked == [f"figures/{n}.png" for n in run_figure_names(rec)]
+    assert "figures/gradient_norm_histogram.png" in linked
+    assert "<b>Figure 1.</b> ROC curves" in page
+    assert "figures/" not in write_run_report(tmp_path, rec, figures=False).read_text()
+    assert check_page(path).errors == []  # no figures linked any more
+
+
+BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+PROBE = """<script>
+addEventListener("load", () => {
+  const root = document.documentElement;
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0));
+  const wide = [...document.querySelectorAll("table, figure, img, pre, ul")]
+    .filter(e => e.getBoundingClientRect().right > root.clientWidth + 1);
+  const probe = document.createElement("pre");
+  probe.id = "probe";
+  probe.textContent = JSON.stringify({
+    images: document.images.length,
+    broken: broken.map(i => i.getAttribute("src").slice(0, 40)),
+    overflow: root.scrollWidth - root.clientWidth,
+    wide: wide.map(e => e.tagName + "." + e.className),
+  });
+  document.body.append(probe);
+});
+</script>"""
+
+
+def browser() -> str | None:
+    return next((found for b in BROWSERS if (found := shutil.which(b))), None)
+
+
+def render_check(page: Path, out: Path, width: int = 700) -> dict[str, Any]:
+    """Render ``page`` in headless Chromium: what a probe saw at ``width`` px (A4's printable
+    width is ~690 px), a screenshot and a PDF (print media) in ``out``."""
+    found = browser()
+    if found is None:
+        pytest.skip("no headless Chromium (apt-get install chromium-headless-shell)")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = page.with_name(f".probe-{page.name}")  # beside the page: its relative links hold
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    flags = [found, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    flags += ["--virtual-time-budget=10000", f"--window-size={width},1000"]
+    try:
+        dom = subprocess.run(
+            [*flags, "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        probe.unlink()
+    stem = page.stem if page.parent.name == "" else f"{page.parent.name}-{page.stem}"
+    for extra in (f"--screenshot={out / stem}.png", f"--print-to-pdf={out / stem}.pdf"):
+        subprocess.run(
+            [*flags, "--no-pdf-header-footer", extra, page.as_uri()],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+    found_probe = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found_probe is not None, dom[-2000:]
+    result: dict[str, Any] = json.loads(html.unescape(found_probe.group(1)))
+    pdf = (out / f"{stem}.pdf").read_bytes()
+    result["pdf_pages"] = len(re.findall(rb"/Type\s*/Page\b", pdf))
+    result["screenshot"] = (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return result
+
+
+def test_the_sweep_report_renders_and_prints_in_a_real_browser(tmp_path: Path) -> None:
+    # FEDGEN_REPORT_CHECK_DIR keeps the screenshot and PDF (make report-check).
+    out = Path(os.environ.get("FEDGEN_REPORT_CHECK_DIR") or tmp_path / "rendered")
+    write_summary(tmp_path / "sweep", wide_sweep(), "A sweep")
+    seen = render_check(tmp_path / "sweep" / "report.html", out)
+    assert seen["images"] == 3 and seen["broken"] == []
+    assert seen["overflow"] <= 0 and seen["wide"] == []  # nothing wider than the paper
+    assert seen["pdf_pages"] >= 2 and seen["screenshot"]

@@ -4,6 +4,8 @@ by `fedgen compare` from the MLflow store alone."""
 from __future__ import annotations
 
 import csv
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fedgen import __version__ as fedgen_version
+from fedgen.reporting.report import load_run_json, run_figure_names
 from tests.test_cli import TINY, fedgen
+from tests.test_report import check_page, render_check
 
 SUMMARY = {
     "summary.csv",
@@ -47,6 +52,18 @@ def test_sweep_summary_and_compare_agree(tmp_path: Path) -> None:
     }
     html = (sweep / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "http://" not in html
+    # The leakage report: the settings, a verdict per attack, captions, every tag closed.
+    assert "<th>Cohort (individuals)</th>" in html and "<li>threshold: 0.3, 0.45, 0.5</li>" in html
+    assert f"<td>{fedgen_version}</td>" in html
+    verdicts = html[html.index("<h2>Verdict</h2>") : html.index("<h2>Leakage per run")]
+    assert (
+        verdicts.count("<li><b>") == 2 and "The public (anyone given the final model)" in verdicts
+    )
+    assert "<b>Figure 2.</b> Precision, recall and F1" in html
+    assert check_page(sweep / "report.html").errors == []
+    for job in sorted(p.parent for p in sweep.glob("*/run.json")):  # each job's own report
+        assert json.loads((job / "run.json").read_text())["version"] == fedgen_version
+        assert check_page(job / "report.html").errors == []  # figures=false: none linked
     (parent,) = [r for r in _runs(tmp_path) if r.data.tags.get("fedgen.role") == "sweep"]
     assert parent.info.status == "FINISHED"
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -79,3 +96,25 @@ def test_a_failed_job_does_not_prevent_the_summary_of_the_others(tmp_path: Path)
     runs = _runs(tmp_path)
     statuses = sorted((r.data.tags.get("fedgen.role", "job"), r.info.status) for r in runs)
     assert statuses == [("job", "FAILED"), ("job", "FINISHED"), ("sweep", "FAILED")]
+
+
+@pytest.mark.slow
+def test_a_job_report_links_exactly_the_figures_the_job_draws(tmp_path: Path) -> None:
+    attacks = "attack=[mia,gmia,lrt,phenotype,label_counts,alignment,lia]"
+    out = fedgen(tmp_path, *TINY, attacks, "tracking=none", "hydra.run.dir=job")
+    assert out.returncode == 0, out.stderr
+    job = tmp_path / "job"
+    page = (job / "report.html").read_text()
+    linked = re.findall(r'src="figures/([^"]+)\.png"', page)
+    assert sorted(linked) == sorted(p.stem for p in (job / "figures").glob("*.png"))
+    record = json.loads((job / "run.json").read_text())
+    assert record["version"] == fedgen_version
+    for attack in ("mia", "gmia", "lrt", "phenotype", "label_counts", "alignment", "lia"):
+        assert f"<li><b>{attack}</b>" in page
+    assert "infers the phenotype of a known participant" in page
+    assert "attributes a known participant to its client" in page
+    assert check_page(job / "report.html").errors == []
+    seen = render_check(job / "report.html", tmp_path / "rendered")
+    assert seen["images"] == len(run_figure_names(load_run_json(job / "run.json")))
+    assert seen["broken"] == [] and seen["overflow"] <= 0 and seen["wide"] == []
+    assert seen["pdf_pages"] >= 2

@@ -34,7 +34,7 @@ from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures
 from fedgen.models import Model
 from fedgen.reporting import attack_logs
-from fedgen.reporting.report import RunRecord, dump_run_json
+from fedgen.reporting.report import RunRecord, dump_run_json, write_run_report
 from fedgen.tracking.trackers import Tracker, tracked_run
 
 log = logging.getLogger("fedgen")
@@ -283,7 +283,8 @@ def _record(
     run: Tracker,
     started: str = "",
 ) -> dict[str, float]:
-    """``run.json``: the job's params, final metrics, start time and sweep, for the summary."""
+    """``run.json`` (the job's params, final metrics, start time, sweep and fedgen version, for
+    the summary) and ``report.html``, the job's leakage report."""
     metrics = dict(result.rounds[-1].metrics) if result.rounds else {}
     metrics.update(_namespaced(done))
     metrics.update(privacy.metrics())
@@ -294,8 +295,12 @@ def _record(
         metrics=metrics,
         started=started,
         sweep_dir=str(exp.sweep_dir or ""),
+        version=fedgen.__version__,
+        git_commit=exp.tags.get("fedgen.git_commit", ""),
     )
     atomic_write_text(exp.output_dir / "run.json", dump_run_json(record))
+    # The job's leakage report; its figures, drawn in the background, are linked, not embedded.
+    write_run_report(exp.output_dir, record, figures=exp.figures and exp.evaluation is not None)
     return metrics
 
 

@@ -160,6 +160,8 @@ def select_runs(
             metrics={str(k): float(v) for k, v in r.data.metrics.items()},
             started=_iso(r.info.start_time),
             sweep_dir=str(r.data.tags.get("fedgen.sweep_dir", "")),
+            version=str(r.data.tags.get("fedgen.version", "")),
+            git_commit=str(r.data.tags.get("fedgen.git_commit", "")),
         )
         for r in finished
     ]

@@ -11,14 +11,23 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import fedgen
 from fedgen.core.errors import DataError
 from fedgen.core.io import atomic_write_text
 from fedgen.figures.base import Plot, new_figure, png_bytes, save_png
+from fedgen.reporting.verdict import (
+    caption,
+    fixed_params,
+    key_settings,
+    observer_of,
+    sweep_verdicts,
+)
 
 SUMMARY_METRICS = (
     "member_share",
@@ -37,7 +46,7 @@ FIGURE_METRICS = {"auc": "AUC", "advantage": "Advantage", "tpr_at_fpr_0.01": "TP
 CHANCE = {"auc": 0.5, "advantage": 0.0, "tpr_at_fpr_0.01": 0.01}
 RUN_COLUMNS = ("run_name", "run_id", "sweep_dir", "started", "attack")
 _RUN_KEYS = ("run_id", "run_name", "params", "metrics")
-_OPTIONAL_KEYS = ("started", "sweep_dir")
+_OPTIONAL_KEYS = ("started", "sweep_dir", "version", "git_commit")
 _BOOKKEEPING = ("attack", "cache", "cache_dir")
 
 
@@ -45,8 +54,9 @@ _BOOKKEEPING = ("attack", "cache", "cache_dir")
 class RunRecord:
     """One job's outcome: its params (config values as strings) and its final metrics.
 
-    ``started`` (ISO 8601 start time) and ``sweep_dir`` are empty where unknown (e.g. runs
-    read back from MLflow by ``fedgen compare``, or a job outside a ``--multirun``).
+    ``started`` (ISO 8601 start time), ``sweep_dir``, ``version`` (fedgen's) and
+    ``git_commit`` (of the fedgen checkout) are empty where unknown (e.g. a job outside a
+    ``--multirun`` has no sweep, an installed fedgen no commit, runs from older fedgen none).
     """
 
     run_id: str
@@ -55,11 +65,13 @@ class RunRecord:
     metrics: dict[str, float]
     started: str = ""
     sweep_dir: str = ""
+    version: str = ""
+    git_commit: str = ""
 
 
 def dump_run_json(record: RunRecord) -> str:
-    """``record`` as JSON: run_id, run_name, params, metrics (floats exact), and ``started``
-    and ``sweep_dir`` when known."""
+    """``record`` as JSON: run_id, run_name, params, metrics (floats exact), and ``started``,
+    ``sweep_dir``, ``version`` and ``git_commit`` when known."""
     data: dict[str, Any] = {"run_id": record.run_id, "run_name": record.run_name}
     data.update({k: getattr(record, k) for k in _OPTIONAL_KEYS if getattr(record, k)})
     data["params"] = {k: record.params[k] for k in sorted(record.params)}
@@ -172,23 +184,37 @@ def summary_table(records: Iterable[RunRecord]) -> list[dict[str, str]]:
     swept = swept_params(records)
     shown = [p for p in swept if p != "threshold"] + ["threshold"]
     rows = []
-    for record in sorted(records, key=lambda r: _record_key(r, swept)):  # a total order
-        for attack in attacks_of(record):
-            row = {
-                "run_name": record.run_name,
-                "run_id": record.run_id,
-                "sweep_dir": record.sweep_dir,
-                "started": record.started,
-                "attack": attack,
-            }
-            row.update({p: record.params.get(p, "") for p in shown})
-            row["threshold"] = attack_threshold(record, attack)
-            for m in SUMMARY_METRICS:
-                value = record.metrics.get(f"{attack}/{m}")
-                row[m] = "" if value is None else repr(float(value))
-            rows.append(row)
-    attacks = list(dict.fromkeys(row["attack"] for row in rows))
-    return sorted(rows, key=lambda row: attacks.index(row["attack"]))  # stable
+    for record, attack in table_order(records):
+        row = {
+            "run_name": record.run_name,
+            "run_id": record.run_id,
+            "sweep_dir": record.sweep_dir,
+            "started": record.started,
+            "attack": attack,
+        }
+        row.update({p: record.params.get(p, "") for p in shown})
+        row["threshold"] = attack_threshold(record, attack)
+        for m in SUMMARY_METRICS:
+            value = record.metrics.get(f"{attack}/{m}")
+            row[m] = "" if value is None else repr(float(value))
+        rows.append(row)
+    return rows
+
+
+def table_order(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str]]:
+    """Every (run, scored attack), by attack (first appearance), swept params, run name.
+
+    The order of :func:`summary_table`'s rows; the same records in any order give the same.
+    """
+    records = list(records)
+    swept = swept_params(records)
+    pairs = [
+        (record, attack)
+        for record in sorted(records, key=lambda r: _record_key(r, swept))  # a total order
+        for attack in attacks_of(record)
+    ]
+    attacks = list(dict.fromkeys(attack for _, attack in pairs))
+    return sorted(pairs, key=lambda pair: attacks.index(pair[1]))  # stable
 
 
 def to_csv(table: Sequence[Mapping[str, str]]) -> str:
@@ -387,10 +413,80 @@ def prf_vs_threshold(records: Iterable[RunRecord], subtitle: str) -> Plot:
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
-    "th,td{border:1px solid #ccc;padding:.2em .6em;font-size:.85em}th{background:#eee}"
-    "td.num{text-align:right}img{max-width:100%}.notes{white-space:pre-wrap;color:#555}"
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222;line-height:1.35;"
+    "overflow-wrap:break-word}"
+    "table{border-collapse:collapse;margin:.4em 0 1em}"
+    "th,td{border:1px solid #ccc;padding:.2em .5em;font-size:.85em;vertical-align:top}"
+    "th{background:#eee;text-align:left}td.num{text-align:right;white-space:nowrap}"
+    ".wide{overflow-x:auto;max-width:100%}img{max-width:100%;height:auto}"
+    "figure{margin:1em 0}figcaption{font-size:.9em;color:#333;max-width:60em}"
+    ".notes{white-space:pre-wrap;color:#555}.meta{color:#555;font-size:.9em}"
+    "ul.verdicts li{margin:.25em 0}table.settings th{width:12em}"
+    "h2{margin-top:1.4em}"
+    # Narrow screens and paper: tables wrap inside the page instead of scrolling past it.
+    "@media print,(max-width:800px){body{margin:0}.wide{overflow:visible}"
+    "table{width:100%;table-layout:auto}"
+    "th,td{overflow-wrap:anywhere;font-size:.72em;padding:.15em .3em}"
+    "td.num{white-space:normal}}"
+    "@page{size:A4;margin:14mm}"
+    "@media print{body{font-size:10pt}h1,h2{break-after:avoid}"
+    "figure,tr,li li{break-inside:avoid}thead{display:table-header-group}"
+    "img{max-height:200mm;object-fit:contain}a{color:inherit}}"
 )
+
+# The columns of the report's table (the CSV keeps every field, full precision).
+_HTML_COLUMNS = {
+    "advantage": "advantage",
+    "tpr_at_fpr_0.01": "TPR @ 1% FPR",
+    "tpr_at_fpr_0.001": "TPR @ 0.1% FPR",
+    "member_share": "member share",
+    "trivial_f1": "trivial F1",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+}
+TABLE_NOTE = (
+    "AUC with its bootstrap 95% interval; advantage = the largest TPR - FPR over thresholds; "
+    "TPR @ 1% / 0.1% FPR = the share of participants identified when 1% / 0.1% of "
+    "non-participants are wrongly accused (empty: too few non-participants to tell); member "
+    "share = the share of participants among the candidates; trivial F1 = the F1 of calling "
+    "every candidate a participant, the bar an attack must clear; precision, recall and F1 at "
+    "the threshold shown. Label attacks (lia, phenotype) score 'label 1' (a case) instead of "
+    "'participant'."
+)
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    if value is None or math.isnan(value):
+        return '<td class="num"></td>'
+    return f'<td class="num" title="{value!r}">{value:.{digits}f}</td>'
+
+
+def _auc_cell(metrics: Mapping[str, float], attack: str) -> str:
+    auc = metrics.get(f"{attack}/auc")
+    low, high = metrics.get(f"{attack}/auc_ci_low"), metrics.get(f"{attack}/auc_ci_high")
+    if auc is None:
+        return '<td class="num"></td>'
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return f'<td class="num" title="{auc!r}">{auc:.3f}{interval}</td>'
+
+
+def _leakage_table(records: Sequence[RunRecord]) -> list[str]:
+    """The honest table: one row per run and attack, who attacked, every leakage number."""
+    esc = html.escape
+    swept = [p for p in swept_params(records) if p != "threshold"]
+    head = ["attack", "observer", *swept, "threshold", "AUC [95% CI]", *_HTML_COLUMNS.values()]
+    parts = ['<div class="wide"><table class="runs"><thead><tr>']
+    parts.append("".join(f"<th>{esc(c)}</th>" for c in head) + "</tr></thead><tbody>")
+    for record, attack in table_order(records):
+        cells = [attack, observer_of(record, attack)]
+        cells += [record.params.get(p, "") for p in swept] + [attack_threshold(record, attack)]
+        row = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        row += _auc_cell(record.metrics, attack)
+        row += "".join(_cell(record.metrics.get(f"{attack}/{m}")) for m in _HTML_COLUMNS)
+        parts.append(f'<tr title="{esc(record.run_name)} ({esc(record.run_id)})">{row}</tr>')
+    parts.append("</tbody></table></div>")
+    return parts
 
 
 def _td(column: str, value: str) -> str:
@@ -402,43 +498,160 @@ def _td(column: str, value: str) -> str:
 def _html_table(table: Sequence[Mapping[str, str]], css_class: str) -> list[str]:
     esc = html.escape
     columns = list(table[0])
-    parts = [f'<table class="{css_class}"><thead><tr>']
+    parts = [f'<div class="wide"><table class="{css_class}"><thead><tr>']
     parts.append("".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr></thead><tbody>")
     for row in table:
         parts.append("<tr>" + "".join(_td(c, row.get(c, "")) for c in columns) + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     return parts
+
+
+def _settings(records: Sequence[RunRecord]) -> list[str]:
+    """The header: every key setting, then what was swept and over which values."""
+    esc = html.escape
+    parts = ['<table class="settings"><tbody>']
+    parts += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in key_settings(records)]
+    parts.append("</tbody></table>")
+    swept = swept_params(records)
+    if swept:
+        parts.append("<p><b>Swept</b> (everything else is the same in every run):</p><ul>")
+        for p in swept:
+            values = sorted({r.params.get(p, "") for r in records}, key=natural)
+            parts.append(f"<li>{esc(p)}: {esc(', '.join(values))}</li>")
+        parts.append("</ul>")
+    return parts
+
+
+def _verdicts(records: Sequence[RunRecord]) -> list[str]:
+    """One list per attack, a line per setting: who learns what, beside chance."""
+    esc = html.escape
+    ordered = {id(r): r for r, _ in table_order(records)}
+    ordered |= {id(r): r for r in records}  # runs of count attacks alone score no targets
+    lines = sweep_verdicts(list(ordered.values()), swept_params(records))
+    if not lines:
+        return ["<p>No attack ran, or none has results.</p>"]
+    parts = ['<ul class="verdicts">']
+    for attack in dict.fromkeys(a for a, _, _ in lines):
+        mine = [(k, v) for a, k, v in lines if a == attack]
+        if len(mine) == 1 and not mine[0][0]:
+            parts.append(f"<li><b>{esc(attack)}</b>: {esc(mine[0][1])}</li>")
+            continue
+        parts.append(f"<li><b>{esc(attack)}</b><ul>")
+        parts += [f"<li>{f'{esc(k)}: ' if k else ''}{esc(v)}</li>" for k, v in mine]
+        parts.append("</ul></li>")
+    parts.append("</ul>")
+    return parts
+
+
+def _figure(number: int, name: str, src: str) -> str:
+    esc = html.escape
+    text = caption(name) or name.replace("_", " ")
+    return (
+        f'<figure id="{esc(name)}"><img alt="{esc(text)}" src="{esc(src)}">'
+        f"<figcaption><b>Figure {number}.</b> {esc(text)}</figcaption></figure>"
+    )
 
 
 def html_report(
     title: str,
-    table: Sequence[Mapping[str, str]],
-    plots: Sequence[Plot],
+    records: Sequence[RunRecord],
+    plots: Sequence[Plot] = (),
     notes: str = "",
     repeats: Sequence[Mapping[str, str]] = (),
+    linked: Sequence[str] = (),
+    written: str = "",
 ) -> str:
-    """One self-contained HTML page (inline CSS, plots as base64 PNG): the tables and plots."""
+    """The leakage report: one self-contained HTML page (inline CSS, no script) that prints.
+
+    A header with every key setting (cohort, SNPs, clients, rounds, model, pool, defenses,
+    attacks, seeds, fedgen version, git commit, dates) and what was swept; a one-line verdict
+    per attack and observer (:mod:`fedgen.reporting.verdict`); the leakage table (AUC with
+    its interval, advantage, TPR at 1% and 0.1% FPR, member share, trivial F1 and P/R/F1 at
+    the threshold); the repeats table; ``plots`` embedded as base64 PNG and ``linked``
+    figures (paths relative to the page, e.g. ``figures/roc.png``), each with a caption; and
+    every setting the runs share. ``written`` (default: today, UTC) dates the page.
+    """
+
     esc = html.escape
+    written = written or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<style>{_CSS}</style></head><body>\n<h1>{esc(title)}</h1>",
+        f'<p class="meta">Written {esc(written)} by fedgen {esc(fedgen.__version__)}; '
+        f"{len(records)} run{'s' if len(records) != 1 else ''}.</p>",
     ]
     if notes:
         parts.append(f'<p class="notes">{esc(notes)}</p>')
-    if table:
-        parts += _html_table(table, "runs")
+    parts.append("<h2>Settings</h2>")
+    parts += _settings(records)
+    parts.append("<h2>Verdict</h2>")
+    parts += _verdicts(records)
+    if table_order(records):
+        parts.append("<h2>Leakage per run and attack</h2>")
+        parts.append(f'<p class="notes">{esc(TABLE_NOTE)}</p>')
+        parts += _leakage_table(records)
     if repeats:
         parts.append(f"<h2>{esc(REPEATS_HEADING.lstrip('# '))}</h2>")
         parts.append(f'<p class="notes">{esc(REPEATS_NOTE.replace("`", ""))}</p>')
         parts += _html_table(repeats, "repeats")
-    for plot in plots:
+    if plots or linked:
+        parts.append("<h2>Figures</h2>")
+    for number, plot in enumerate(plots, start=1):
         encoded = base64.b64encode(png_bytes(plot)).decode("ascii")
-        parts.append(
-            f'<figure><img alt="{esc(plot.name)}" src="data:image/png;base64,{encoded}">'
-            f"<figcaption>{esc(plot.name)}</figcaption></figure>"
-        )
+        parts.append(_figure(number, plot.name, f"data:image/png;base64,{encoded}"))
+    if linked:
+        parts.append(f'<p class="notes">{esc(LINKED_NOTE)}</p>')
+    for number, src in enumerate(linked, start=len(plots) + 1):
+        parts.append(_figure(number, Path(src).stem, src))
+    fixed = fixed_params(records)
+    if fixed:
+        parts.append("<h2>Every setting the runs share</h2>")
+        parts.append('<div class="wide"><table class="fixed"><tbody>')
+        parts += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in fixed.items()]
+        parts.append("</tbody></table></div>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+LINKED_NOTE = (
+    "The figures below are drawn in the background after this page is written, into the "
+    "figures/ folder beside it: keep that folder with the page (or print the page to PDF "
+    "once they exist)."
+)
+
+
+def run_figure_names(record: RunRecord) -> list[str]:
+    """The PNG names a job with figures on draws into ``figures/`` (:mod:`fedgen.figures.run`).
+
+    Leakage figures (ROC, per-round, threshold curves, per client, the gradient-norm
+    histogram) when an attack scored targets, then training and cohort figures. Kept in step
+    with :func:`fedgen.figures.run.run_figures` by a test that runs a job.
+    """
+    scored = attacks_of(record)
+    names = ["roc"] if scored else []
+    if any(f"{a}/round_1/auc" in record.metrics for a in scored):
+        names.append("leakage_over_rounds")
+    names += [f"threshold_curves_{a}" for a in scored]
+    names += ["client_auc"] if scored else []
+    target = "GradientNormMIA"
+    if any(record.params.get(f"attack.{a}._target_", "").endswith(target) for a in scored):
+        names.append("gradient_norm_histogram")
+    return [*names, "training_curves", "snp_pca", "top_snp_correlations"]
+
+
+def write_run_report(directory: Path | str, record: RunRecord, figures: bool = True) -> Path:
+    """Write ``<directory>/report.html``: the leakage report of one job.
+
+    The header, verdicts and table are in the page; with ``figures`` the job's figures are
+    linked as ``figures/<name>.png`` (they are drawn in the background and may not exist yet
+    when this is called). Returns the path written (atomically).
+    """
+    linked = [f"figures/{name}.png" for name in run_figure_names(record)] if figures else []
+    title = f"fedgen run {record.run_name}".strip()
+    path = Path(directory) / "report.html"
+    atomic_write_text(path, html_report(title, [record], linked=linked))
+    return path
 
 
 def summary_plots(records: Sequence[RunRecord], subtitle: str) -> list[Plot]:
@@ -490,5 +703,5 @@ def write_summary(
         atomic_write_text(paths[-1], to_csv(frontier.frontier_table(records)))
     paths += [save_png(plot, directory) for plot in plots]
     report = directory / "report.html"
-    atomic_write_text(report, html_report(title, table, plots, notes, repeated))
+    atomic_write_text(report, html_report(title, records, plots, notes, repeated))
     return [*paths, report]
