@@ -80,6 +80,24 @@ def test_neighbouring_snps_are_in_ld_unlike_the_unlinked_simulator(cohort: Cohor
     assert far < ld / 3
 
 
+def test_contigs_are_inherited_independently() -> None:
+    # One population, so that structure adds no correlation between unlinked SNPs.
+    source = MsprimeCohort(
+        n_individuals=300, n_snps=100, sequence_length=2e5, n_contigs=2, populations=["YRI"]
+    )
+    cohort = source.load(child_rng(0, "cohort"))
+    contig = cohort.metadata["contig"]
+    assert contig.tolist() == sorted(contig.tolist()) and set(contig.tolist()) == {0, 1}
+    g = cohort.genotypes.astype(np.float64)
+    g = (g - g.mean(axis=0)) / g.std(axis=0)
+    r2 = (g.T @ g / g.shape[0]) ** 2
+    a, b = contig == 0, contig == 1
+    within = r2[np.ix_(a, a)][np.triu_indices(int(a.sum()), 1)].mean()
+    across = r2[np.ix_(a, b)].mean()
+    assert across < 1.5 / 300  # E[r^2] = 1/n for independent SNPs
+    assert within > 5 * across
+
+
 def test_allele_frequency_spectrum_is_skewed_to_rare_variants(cohort: Cohort) -> None:
     maf = cohort.metadata["maf"]
     # Uniform on [0.01, 0.5] (the synthetic source's model) has median 0.255 and 18% below 0.1;
@@ -216,6 +234,8 @@ def test_unknown_model_or_population_is_a_config_error(
         ({"populations": "YRI"}, "dataset.populations='YRI' must be a non-empty list"),
         ({"populations": ["YRI", "YRI"]}, "names a population twice"),
         ({"mutation_rate": 0}, "dataset.mutation_rate must be positive"),
+        ({"n_contigs": 0}, "dataset.n_contigs must be at least 1"),
+        ({"sequence_length": 1e5 + 0.5}, "dataset.sequence_length must be a whole number"),
         ({"sequence_length": "1e6"}, "dataset.sequence_length='1e6' must be a number"),
     ],
 )

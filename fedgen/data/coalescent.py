@@ -45,16 +45,17 @@ class Simulation:
     """What to simulate: every field changes the genotypes (and so the cache key).
 
     ``counts[k]`` diploid individuals are sampled from population ``populations[k]`` of the
-    stdpopsim ``Homo sapiens`` model ``model``; one contig of ``sequence_length`` bp with a
-    uniform recombination rate (nothing is downloaded) and an infinite-sites-like mutation
-    process on a discrete genome at ``mutation_rate`` (the model's own if None). Seeds are
-    msprime's ``random_seed`` for ancestry and mutations.
+    stdpopsim ``Homo sapiens`` model ``model``; ``n_contigs`` contigs of ``sequence_length`` bp
+    each, inherited independently (like chromosomes), with a uniform recombination rate within
+    each (nothing is downloaded), and mutations on a discrete genome at ``mutation_rate`` (the
+    model's own if None). Seeds are msprime's ``random_seed`` for ancestry and mutations.
     """
 
     model: str
     populations: tuple[str, ...]
     counts: tuple[int, ...]
     sequence_length: float
+    n_contigs: int
     recombination_rate: float
     mutation_rate: float | None
     min_maf: float
@@ -74,7 +75,8 @@ class Simulated:
     population : ndarray of int8, shape (n,)
         Index into ``Simulation.populations`` of each individual.
     position : ndarray of float64, shape (p,)
-        Base-pair position of each SNP on the contig, increasing.
+        Base-pair position of each SNP on the simulated genome, increasing; contig ``c`` spans
+        ``[c (L + 1), c (L + 1) + L)`` for ``L = sequence_length``.
     maf : ndarray of float64, shape (p,)
         Minor-allele frequency of each SNP in all ``n`` individuals.
     """
@@ -131,8 +133,7 @@ def simulate(sim: Simulation) -> Simulated:
     ts = msprime.sim_ancestry(
         samples=samples,
         demography=demography.model,
-        sequence_length=sim.sequence_length,
-        recombination_rate=sim.recombination_rate,
+        recombination_rate=_recombination_map(msprime, sim),
         random_seed=sim.ancestry_seed,
     )
     rate = demography.mutation_rate if sim.mutation_rate is None else sim.mutation_rate
@@ -151,7 +152,8 @@ def simulate(sim: Simulation) -> Simulated:
         raise DataError(
             f"the simulation has {passing.size} SNPs with MAF >= {sim.min_maf}, fewer than "
             f"dataset.n_snps={sim.n_snps}; raise dataset.sequence_length (now "
-            f"{sim.sequence_length:g} bp) or lower dataset.n_snps or dataset.min_maf"
+            f"{sim.sequence_length:g} bp) or dataset.n_contigs, or lower dataset.n_snps or "
+            "dataset.min_maf"
         )
     chosen = passing[np.round(np.linspace(0, passing.size - 1, sim.n_snps)).astype(np.intp)]
     keep = np.asarray(site_ids, dtype=np.int64)[chosen]
@@ -178,6 +180,25 @@ def simulate(sim: Simulation) -> Simulated:
         position=np.asarray(kept_ts.tables.sites.position, dtype=np.float64),
         maf=maf,
     )
+
+
+def _recombination_map(msprime: Any, sim: Simulation) -> Any:
+    """A uniform rate within each contig, and 1 bp of rate ln 2 between contigs.
+
+    ln 2 makes a crossover between adjacent contigs happen with probability 1/2 per meiosis:
+    free recombination, as between chromosomes (msprime's recipe for multiple chromosomes).
+    """
+    length = sim.sequence_length
+    position = [0.0]
+    rate: list[float] = []
+    for c in range(sim.n_contigs):
+        start = c * (length + 1)
+        if c:
+            position.append(start)
+            rate.append(float(np.log(2)))
+        position.append(start + length)
+        rate.append(sim.recombination_rate)
+    return msprime.RateMap(position=position, rate=rate)
 
 
 def cache_key(sim: Simulation) -> str:

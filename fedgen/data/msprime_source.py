@@ -16,12 +16,14 @@ The simulation, step by step (``n`` cohort and ``m`` reference individuals):
 2. ``n`` and ``m`` are each split as evenly as possible across ``populations`` (the first
    populations get the remainder); all ``n + m`` diploids are simulated together, so the
    reference individuals share the cohort's genealogy: the same population, outside every client.
-3. msprime's coalescent with recombination on one contig of ``sequence_length`` bp at a uniform
-   ``recombination_rate`` (no genetic map, nothing downloaded), mutations at ``mutation_rate``
-   (null: the model's). Sites with one mutation and a minor-allele frequency (in all ``n + m``)
-   of at least ``min_maf`` pass; ``n_snps`` of them are kept evenly spaced by rank, so the SNPs
-   span the contig and neighbours are in LD. Genotypes count the minor allele (two haplotypes
-   summed). Simulated arrays are cached on disk (:func:`~fedgen.data.coalescent.simulate_cached`).
+3. msprime's coalescent with recombination on ``n_contigs`` contigs of ``sequence_length`` bp,
+   inherited independently like chromosomes, at a uniform ``recombination_rate`` within each
+   (no genetic map, nothing downloaded), mutations at ``mutation_rate`` (null: the model's).
+   Sites with one mutation and a minor-allele frequency (in all ``n + m``) of at least
+   ``min_maf`` pass; ``n_snps`` of them are kept evenly spaced by rank, so the SNPs span every
+   contig and neighbours are in LD (``position`` and ``contig`` metadata per SNP). Genotypes
+   count the minor allele (two haplotypes summed). Simulated arrays are cached on disk
+   (:func:`~fedgen.data.coalescent.simulate_cached`).
 4. Cohort and reference rows are shuffled (the simulation lists them population by population).
 5. The phenotype: :class:`~fedgen.data.phenotype.LiabilityPhenotype` (``n_causal``,
    ``heritability``, ``prevalence``), as for the synthetic source; the reference individuals'
@@ -63,6 +65,7 @@ class MsprimeCohort:
     model: str = "OutOfAfrica_3G09"
     populations: Sequence[str] = ("YRI", "CEU", "CHB")
     sequence_length: float = 5e6
+    n_contigs: int = 1
     recombination_rate: float = 1e-8
     mutation_rate: float | None = None
     min_maf: float = 0.05
@@ -71,7 +74,7 @@ class MsprimeCohort:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_individuals", "n_snps", "n_causal", "n_reference"):
+        for name in ("n_individuals", "n_snps", "n_causal", "n_reference", "n_contigs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"dataset.{name}={value!r} must be an integer")
@@ -104,7 +107,11 @@ class MsprimeCohort:
             ),
             (0.0 <= self.heritability <= 1.0, "dataset.heritability must be in [0, 1]"),
             (0.0 < self.prevalence < 1.0, "dataset.prevalence must be in (0, 1)"),
-            (self.sequence_length >= 1, "dataset.sequence_length must be at least 1 bp"),
+            (
+                self.sequence_length >= 1 and float(self.sequence_length).is_integer(),
+                "dataset.sequence_length must be a whole number of bp, at least 1",
+            ),
+            (self.n_contigs >= 1, "dataset.n_contigs must be at least 1"),
             (self.recombination_rate >= 0, "dataset.recombination_rate must be non-negative"),
             (0.0 < self.min_maf <= 0.5, "dataset.min_maf must be in (0, 0.5]"),
             (self.n_reference >= 0, "dataset.n_reference must be a non-negative integer"),
@@ -129,6 +136,7 @@ class MsprimeCohort:
                 n_k + m_k for n_k, m_k in zip(cohort_counts, reference_counts, strict=True)
             ),
             sequence_length=float(self.sequence_length),
+            n_contigs=self.n_contigs,
             recombination_rate=float(self.recombination_rate),
             mutation_rate=None if self.mutation_rate is None else float(self.mutation_rate),
             min_maf=float(self.min_maf),
@@ -171,6 +179,7 @@ class MsprimeCohort:
         metadata: dict[str, NDArray[np.generic]] = {
             "maf": simulated.maf,
             "position": simulated.position,
+            "contig": (simulated.position // (self.sequence_length + 1)).astype(np.int32),
             "causal": phenotype.causal_mask(p),
             "effect": phenotype.effects(p),
             "ancestry_group": simulated.population[rows],
