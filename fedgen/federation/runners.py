@@ -1,4 +1,4 @@
-"""The two backends: Flower apps in the calling process, or on Flower's Ray simulation engine."""
+"""The backends: Flower apps in this process, on Ray's simulation engine, or on real processes."""
 
 from __future__ import annotations
 
@@ -73,3 +73,20 @@ class RayRunner:
             )
         finally:
             ray.shutdown()
+
+
+@dataclass(frozen=True)
+class DeploymentRunner:
+    """Run on Flower's Deployment Engine: a SuperLink and SuperNodes as processes on loopback.
+
+    The ServerApp runs in this process on the SuperLink's Runtime API (so the recorder sees the
+    real networked Grid); each SuperNode runs every message in a ``flwr-clientapp`` process of
+    its own. All are stopped afterwards, on error too (:mod:`fedgen.federation.deployment`).
+    """
+
+    timeout_s: float = 120.0
+
+    def run(self, server_app: ServerApp, client_app: ClientApp, num_clients: int) -> None:
+        from fedgen.federation.deployment import run_deployment
+
+        run_deployment(server_app, client_app, num_clients, timeout_s=self.timeout_s)
