@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 
 from fedgen.attacks import Arena, ConfidenceMIA, GradientLIA, GradientNormMIA, Observation
+from fedgen.attacks.genotypes import GenotypeRows
 from fedgen.attacks.signals import gradient_norms
 from fedgen.attacks.views import LabelView, MembershipView, label_view, membership_view
 from fedgen.core.errors import ConfigError
@@ -175,11 +176,11 @@ def test_membership_attacks_never_see_membership(tiny_cohort: Cohort) -> None:
         np.testing.assert_array_equal(attack.run(seen.view).scores, attack.run(unseen.view).scores)
 
 
-def _rows_of(records: NDArray[np.float64], cohort: Cohort) -> NDArray[np.int64]:
+def _rows_of(records: GenotypeRows, cohort: Cohort) -> NDArray[np.int64]:
     """The cohort row of each record, matched by genotypes (rows must be unique)."""
     assert np.unique(cohort.genotypes, axis=0).shape[0] == cohort.n_individuals
     index = {row.tobytes(): i for i, row in enumerate(cohort.genotypes.astype(np.float64))}
-    return np.array([index[r.tobytes()] for r in records], dtype=np.int64)
+    return np.array([index[r.tobytes()] for r in records.dense()], dtype=np.int64)
 
 
 def test_label_inference_sees_target_labels_only_through_their_gradients(
@@ -211,7 +212,7 @@ def test_label_inference_sees_target_labels_only_through_their_gradients(
     np.testing.assert_array_equal(after.truth != before.truth, flip)  # the truth moved
     np.testing.assert_array_equal(after.clients, before.clients)
     assert after.view.server is server and after.view.model is MODEL
-    np.testing.assert_array_equal(after.view.aux_records, before.view.aux_records)
+    np.testing.assert_array_equal(after.view.aux_records.dense(), before.view.aux_records.dense())
     np.testing.assert_array_equal(after.view.aux_labels, before.view.aux_labels)
     np.testing.assert_array_equal(after.view.observed[~flip], before.view.observed[~flip])
     assert np.all(np.any(after.view.observed[flip] != before.view.observed[flip], axis=1))
@@ -231,7 +232,7 @@ def test_scores_follow_their_definitions(tiny_cohort: Cohort) -> None:
     server = _train(tiny_cohort, split, rounds=2)
     pool = PaperPool().pool(split, child_rng(0, "e"))
     view = membership_view(Arena(tiny_cohort, pool, server, 0, MODEL)).view
-    X, y = view.records, view.labels
+    X, y = view.records.dense(), view.labels
     bound = np.sqrt(4 * X.shape[1] + 1)
 
     def norms(params: Params, X: NDArray[np.float64], y: NDArray[np.int8]) -> NDArray[Any]:

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
+from fedgen.attacks.genotypes import Features, GenotypeRows
 from fedgen.attacks.observers import TrainingView, check_observer, observe_training
 from fedgen.attacks.signals import update_alignments
 from fedgen.core.errors import ConfigError
@@ -26,13 +27,13 @@ class AlignmentView:
         The observer's view of every round (:func:`observe_training`).
     model : Model
         The model's interface (architecture and training settings, which the server knows).
-    records : ndarray of float64, shape (n, p)
-        The candidates' genotypes.
+    records : GenotypeRows, shape (n, p)
+        The candidates' genotypes (int8 rows of the cohort).
     labels : ndarray of int8, shape (n,)
         The candidates' phenotypes.
     clients : ndarray of int64, shape (n,)
         The client each candidate is asked about.
-    participant_records : ndarray of float64, shape (m, p)
+    participant_records : GenotypeRows, shape (m, p)
         Individuals the attacker knows took part in training, but not at which client (for
         client attribution; server only, else empty).
     participant_labels : ndarray of int8, shape (m,)
@@ -45,10 +46,10 @@ class AlignmentView:
 
     training: TrainingView
     model: Model
-    records: NDArray[np.float64]
+    records: GenotypeRows
     labels: NDArray[np.int8]
     clients: NDArray[np.int64]
-    participant_records: NDArray[np.float64]
+    participant_records: GenotypeRows
     participant_labels: NDArray[np.int8]
     seed: int
     offset: NDArray[np.float64] | None = None
@@ -144,10 +145,10 @@ class AlignmentMIA:
         view = AlignmentView(
             training=training,
             model=arena.model,
-            records=genotypes[pool.rows].astype(np.float64),
+            records=GenotypeRows(genotypes, pool.rows),
             labels=labels[pool.rows],
             clients=pool.client,
-            participant_records=genotypes[members].astype(np.float64),
+            participant_records=GenotypeRows(genotypes, members),
             participant_labels=labels[members],
             seed=arena.seed,
             offset=offset,
@@ -191,7 +192,7 @@ class AlignmentMIA:
 def alignments(
     training: TrainingView,
     model: Model,
-    X: NDArray[np.float64],
+    X: Features,
     y: NDArray[np.integer],
     offset: NDArray[np.float64] | None = None,
 ) -> list[NDArray[np.float64]]:
@@ -201,7 +202,7 @@ def alignments(
     ----------
     training : TrainingView
     model : Model
-    X : ndarray of float64, shape (n, p)
+    X : GenotypeRows or ndarray of float, shape (n, p)
     y : ndarray of int, shape (n,), values 0/1
     offset : ndarray of float64, shape (p,), or None
         For a linear model, the feature means to centre by: rows, starting models and updates
@@ -214,7 +215,9 @@ def alignments(
         One per round; columns are the clients' updates (server, by partition id) or the one
         global update (peer, K = 1). Gradients are taken at the round's starting model.
     """
-    rows = X if offset is None else X - offset
+    rows: Features = X
+    if offset is not None:
+        rows = X.centred(offset) if isinstance(X, GenotypeRows) else X - offset
     out = []
     for r in range(1, training.num_rounds + 1):
         if training.num_clients:

@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
+from fedgen.attacks.signals import per_sample_gradients
 from fedgen.attacks.views import LabelView, label_view
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
@@ -69,7 +70,7 @@ class GradientLIA:
     def run(self, view: LabelView) -> AttackResult:
         """Predict each target's label from its gradient."""
         final = view.server.final_params
-        known = view.model.per_sample_gradients(final, view.aux_records, view.aux_labels)
+        known = per_sample_gradients(view.model, final, view.aux_records, view.aux_labels)
         meta = clone(self.classifier).fit(known, view.aux_labels)
         column = list(meta.classes_).index(1)
         scores = np.asarray(meta.predict_proba(view.observed)[:, column], np.float64)

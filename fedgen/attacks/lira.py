@@ -10,9 +10,10 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
+from fedgen.attacks.genotypes import Features
 from fedgen.attacks.membership import MODEL_OF_OBSERVER
 from fedgen.attacks.observers import OBSERVERS, check_observer
-from fedgen.attacks.signals import ModelChoice, decision_values
+from fedgen.attacks.signals import ModelChoice, decision_values, logits
 from fedgen.attacks.views import MembershipView, membership_view
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
@@ -56,11 +57,11 @@ def signed_margins(
     model: Model,
     coef: NDArray[np.float64],
     intercept: float,
-    X: NDArray[np.float64],
+    X: Features,
     y: NDArray[np.integer],
 ) -> NDArray[np.float64]:
     """The logit of the true label (``z`` for y = 1, ``-z`` for y = 0), float64 (n,)."""
-    z = model.decision_function({"coef": coef, "intercept": np.array([intercept])}, X)
+    z = logits(model, {"coef": coef, "intercept": np.array([intercept])}, X)
     return np.asarray(np.where(y == 1, z, -z), np.float64)
 
 
@@ -210,7 +211,7 @@ class LiRAMIA:
                     t.model,
                     refs.client_coef[j, c],
                     float(refs.client_intercept[j, c]),
-                    t.records[rows],
+                    t.records.subset(rows),
                     t.labels[rows],
                 )
         z = gaussian_z(phi, out, self.fixed_variance)

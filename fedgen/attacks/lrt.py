@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
+from fedgen.attacks.genotypes import Features, GenotypeRows, n_rows, row_chunks, take
 from fedgen.attacks.observers import TrainingView, check_observer, observe_training
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
@@ -30,23 +31,23 @@ class LRTView:
     training : TrainingView
         The observer's view of the training (every round's client updates for the server, the
         global updates for a peer).
-    records : ndarray of float64, shape (n, p)
-        The candidates' genotypes.
+    records : GenotypeRows, shape (n, p)
+        The candidates' genotypes (int8 rows of the cohort).
     labels : ndarray of int8, shape (n,)
         The candidates' phenotypes.
     clients : ndarray of int64, shape (n,)
         The client each candidate is asked about.
-    reference_records : ndarray of float64, shape (m, p)
-        Genotypes of reference individuals known to be outside the federation.
+    reference_records : GenotypeRows, shape (m, p)
+        Genotypes of reference individuals known to be outside the federation (int8 rows).
     reference_labels : ndarray of int8, shape (m,)
         Their phenotypes.
     """
 
     training: TrainingView
-    records: NDArray[np.float64]
+    records: GenotypeRows
     labels: NDArray[np.int8]
     clients: NDArray[np.int64]
-    reference_records: NDArray[np.float64]
+    reference_records: GenotypeRows
     reference_labels: NDArray[np.int8]
 
 
@@ -150,10 +151,10 @@ class LikelihoodRatioMIA:
         pool = arena.pool
         view = LRTView(
             training=observe_training(arena.server, self.observer),
-            records=arena.cohort.genotypes[pool.rows].astype(np.float64),
+            records=GenotypeRows(arena.cohort.genotypes, pool.rows),
             labels=arena.cohort.labels[pool.rows],
             clients=pool.client,
-            reference_records=reference.genotypes.astype(np.float64),
+            reference_records=GenotypeRows(reference.genotypes, np.arange(reference.n_individuals)),
             reference_labels=reference.labels,
         )
         return Observation(view=view, truth=pool.is_member, clients=pool.client)
@@ -196,13 +197,17 @@ class LikelihoodRatioMIA:
         return calibrate(candidates, reference)[np.arange(column.size), column]
 
 
-def allele_frequencies(reference: NDArray[np.float64]) -> NDArray[np.float64]:
+def allele_frequencies(reference: Features) -> NDArray[np.float64]:
     """Minor-allele frequency of each SNP in the reference panel (m, p), clipped, float64 (p,)."""
-    return np.asarray(np.clip(reference.mean(axis=0) / 2.0, FREQ_CLIP, 1.0 - FREQ_CLIP), np.float64)
+    if isinstance(reference, GenotypeRows):  # int8, summed in float64 as a float copy would be
+        mean = reference.int8().mean(axis=0, dtype=np.float64)
+    else:
+        mean = reference.mean(axis=0)
+    return np.asarray(np.clip(mean / 2.0, FREQ_CLIP, 1.0 - FREQ_CLIP), np.float64)
 
 
 def lr_statistics(
-    records: NDArray[np.float64],
+    records: Features,
     labels: NDArray[np.integer],
     updates: NDArray[np.float64],
     freqs: NDArray[np.float64],
@@ -211,8 +216,8 @@ def lr_statistics(
 
     Parameters
     ----------
-    records : ndarray of float64, shape (n, p)
-        Genotypes 0/1/2.
+    records : GenotypeRows or ndarray of float, shape (n, p)
+        Genotypes 0/1/2 (cast to float64 a chunk of rows at a time).
     labels : ndarray of int, shape (n,)
         Phenotypes 0/1: the sign of each record's statistic.
     updates : ndarray of float64, shape (K, p + 1)
@@ -229,7 +234,10 @@ def lr_statistics(
     contrast = updates[:, :p] - 2.0 * freqs * updates[:, p:]
     direction = contrast / (2.0 * freqs * (1.0 - freqs))
     sign = 2.0 * np.asarray(labels, np.float64) - 1.0
-    return np.asarray(sign[:, None] * ((records - 2.0 * freqs) @ direction.T), np.float64)
+    out = np.empty((n_rows(records), direction.shape[0]))
+    for part in row_chunks(np.arange(n_rows(records)), p):
+        out[part] = (take(records, part) - 2.0 * freqs) @ direction.T
+    return np.asarray(sign[:, None] * out, np.float64)
 
 
 def calibrate(

@@ -2,7 +2,9 @@
 
 Attacks are model-agnostic: they ask the model (:mod:`fedgen.models`) for decision values and
 per-sample gradients at the parameters of the model they attack, and never write a model's
-calculus themselves. Candidates are processed in row chunks so memory stays bounded.
+calculus themselves. Candidates are processed in row chunks so memory stays bounded: each
+signal reads int8 genotype rows (:class:`fedgen.attacks.genotypes.GenotypeRows`) or a float
+matrix, and casts one chunk at a time to float64.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit, log_expit
 
+from fedgen.attacks.genotypes import CHUNK_ROWS, Features, n_rows, row_chunks, take
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult, Params
 from fedgen.models import Model
 
 ModelChoice = Literal["global", "client"]
 MODEL_CHOICES = ("global", "client")
-CHUNK_ROWS = 4096
+__all__ = ["CHUNK_ROWS", "Features"]
 
 
 def check_model_choice(name: str, model: str) -> ModelChoice:
@@ -55,34 +58,42 @@ def attacked_params(
     return [(last[c], np.flatnonzero(clients == c)) for c in np.unique(clients)]
 
 
+def logits(model: Model, params: Params, X: Features) -> NDArray[np.float64]:
+    """Each row's decision value (logit) on ``params``, chunk by chunk: X (n, p) -> float64 (n,)."""
+    out = np.empty(n_rows(X))
+    for part in row_chunks(np.arange(n_rows(X)), X.shape[1]):
+        out[part] = model.decision_function(params, take(X, part))
+    return out
+
+
 def decision_values(
     model: Model,
     server: FederationResult,
     choice: ModelChoice,
-    X: NDArray[np.float64],
+    X: Features,
     clients: NDArray[np.int64],
 ) -> NDArray[np.float64]:
     """Each target's decision value (logit) on its attacked model: X (n, p) -> float64 (n,)."""
-    out = np.empty(X.shape[0])
-    for params, rows in attacked_params(server, choice, clients):
-        out[rows] = model.decision_function(params, X[rows])
+    out = np.empty(n_rows(X))
+    for params, part in _chunks(server, choice, clients, X.shape[1]):
+        out[part] = model.decision_function(params, take(X, part))
     return out
 
 
 def _chunks(
-    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64]
+    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64], n_features: int
 ) -> Iterator[tuple[Params, NDArray[np.intp]]]:
-    """Each attacked model with the targets it scores, at most CHUNK_ROWS at a time."""
+    """Each attacked model with the targets it scores, a bounded chunk at a time."""
     for params, rows in attacked_params(server, choice, clients):
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            yield params, rows[start : start + CHUNK_ROWS]
+        for part in row_chunks(rows, n_features):
+            yield params, part
 
 
 def log_gradient_norms(
     model: Model,
     server: FederationResult,
     choice: ModelChoice,
-    X: NDArray[np.float64],
+    X: Features,
     y: NDArray[np.integer],
     clients: NDArray[np.int64],
 ) -> NDArray[np.float64]:
@@ -95,11 +106,12 @@ def log_gradient_norms(
     is read from the gradient at the label whose residual is at least 1/2 in size (so dividing
     by it loses nothing). Float64 (n,); finite even where ``||g||`` rounds to 0.
     """
-    out = np.empty(X.shape[0])
-    for params, part in _chunks(server, choice, clients):
-        z = model.decision_function(params, X[part])
+    out = np.empty(n_rows(X))
+    for params, part in _chunks(server, choice, clients, X.shape[1]):
+        x = take(X, part)
+        z = model.decision_function(params, x)
         easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
-        g = model.per_sample_gradients(params, X[part], easy)
+        g = model.per_sample_gradients(params, x, easy)
         residual = np.where(easy == 1, expit(-z), expit(z))
         log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
         margin = np.where(y[part] == 1, z, -z)
@@ -111,14 +123,14 @@ def gradient_norms(
     model: Model,
     server: FederationResult,
     choice: ModelChoice,
-    X: NDArray[np.float64],
+    X: Features,
     y: NDArray[np.integer],
     clients: NDArray[np.int64],
 ) -> NDArray[np.float64]:
     """Each target's per-sample log-loss gradient norm on its attacked model, float64 (n,)."""
-    out = np.empty(X.shape[0])
-    for params, part in _chunks(server, choice, clients):
-        g = model.per_sample_gradients(params, X[part], y[part])
+    out = np.empty(n_rows(X))
+    for params, part in _chunks(server, choice, clients, X.shape[1]):
+        g = model.per_sample_gradients(params, take(X, part), y[part])
         out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
     return out
 
@@ -138,10 +150,30 @@ def logit_gradients(model: Model, params: Params, X: NDArray[np.float64]) -> NDA
     return np.asarray(g / residual[:, None], np.float64)
 
 
+def per_sample_gradients(
+    model: Model, params: Params, X: Features, y: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """Each row's log-loss gradient, float64 (n, d), with X cast to float64 chunk by chunk.
+
+    The result itself is (n, d): for attacks whose statistic is the gradient matrix.
+    """
+    n = n_rows(X)
+    if n == 0:
+        return model.per_sample_gradients(params, take(X, slice(0, 0)), y[:0])
+    out: NDArray[np.float64] | None = None
+    for part in row_chunks(np.arange(n), X.shape[1]):
+        g = model.per_sample_gradients(params, take(X, part), y[part])
+        if out is None:
+            out = np.empty((n, g.shape[1]))
+        out[part] = g
+    assert out is not None
+    return out
+
+
 def update_alignments(
     model: Model,
     params: Params,
-    X: NDArray[np.float64],
+    X: Features,
     y: NDArray[np.integer],
     updates: NDArray[np.float64],
     chunk_values: int = CHUNK_ROWS * 1024,
@@ -158,7 +190,7 @@ def update_alignments(
     model : Model
     params : Params
         The model the gradients are taken at (a round's starting global model).
-    X : ndarray of float64, shape (n, p)
+    X : GenotypeRows or ndarray of float, shape (n, p)
     y : ndarray of int, shape (n,), values 0/1
     updates : ndarray of float64, shape (K, d)
         Parameter changes in :func:`fedgen.models.base.flatten`'s order.
@@ -172,11 +204,11 @@ def update_alignments(
         distinct, norms[:, None], out=np.zeros_like(distinct), where=norms[:, None] > 0
     )
     sign = np.where(np.asarray(y) == 1, 1.0, -1.0)
-    out = np.empty((X.shape[0], distinct.shape[0]))
+    out = np.empty((n_rows(X), distinct.shape[0]))
     rows = max(1, min(CHUNK_ROWS, chunk_values // max(1, distinct.shape[1])))
-    for start in range(0, X.shape[0], rows):
+    for start in range(0, n_rows(X), rows):
         part = slice(start, start + rows)
-        grad_z = logit_gradients(model, params, X[part])
+        grad_z = logit_gradients(model, params, take(X, part))
         length = np.linalg.norm(grad_z, axis=1)
         cos = np.divide(
             grad_z @ unit.T,

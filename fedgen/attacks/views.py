@@ -8,6 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedgen.attacks.base import Arena, Observation
+from fedgen.attacks.genotypes import GenotypeRows
+from fedgen.attacks.signals import per_sample_gradients
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult
 from fedgen.core.seeding import child_rng
@@ -24,8 +26,9 @@ class MembershipView:
         Every global model, each client's returned models and sample counts, per round.
     model : Model
         The model's interface (architecture and training settings, which the server knows).
-    records : ndarray of float64, shape (n, p)
-        The candidates' genotypes (the attacker holds the records it asks about).
+    records : GenotypeRows, shape (n, p)
+        The candidates' genotypes (the attacker holds the records it asks about), int8 rows of
+        the cohort, cast to float64 chunk by chunk where a signal reads them.
     labels : ndarray of int8, shape (n,)
         The candidates' phenotypes.
     clients : ndarray of int64, shape (n,)
@@ -34,7 +37,7 @@ class MembershipView:
 
     server: FederationResult
     model: Model
-    records: NDArray[np.float64]
+    records: GenotypeRows
     labels: NDArray[np.int8]
     clients: NDArray[np.int64]
 
@@ -50,15 +53,15 @@ class LabelView:
     observed : ndarray of float64, shape (n, p + 1)
         Each target's log-loss gradient on the final global model (what a client returns for a
         batch of one record), intercept component last.
-    aux_records : ndarray of float64, shape (m, p)
-        Records whose labels the attacker knows, disjoint from the targets.
+    aux_records : GenotypeRows, shape (m, p)
+        Records whose labels the attacker knows, disjoint from the targets (int8 rows).
     aux_labels : ndarray of int8, shape (m,)
     """
 
     server: FederationResult
     model: Model
     observed: NDArray[np.float64]
-    aux_records: NDArray[np.float64]
+    aux_records: GenotypeRows
     aux_labels: NDArray[np.int8]
 
 
@@ -68,7 +71,7 @@ def membership_view(arena: Arena) -> Observation[MembershipView]:
     view = MembershipView(
         server=arena.server,
         model=arena.model,
-        records=arena.cohort.genotypes[pool.rows].astype(np.float64),
+        records=GenotypeRows(arena.cohort.genotypes, pool.rows),
         labels=arena.cohort.labels[pool.rows],
         clients=pool.client,
     )
@@ -102,10 +105,10 @@ def label_view(arena: Arena, aux_fraction: float, stream: str) -> Observation[La
     view = LabelView(
         server=arena.server,
         model=arena.model,
-        observed=arena.model.per_sample_gradients(
-            arena.server.final_params, cohort.genotypes[rows].astype(np.float64), labels
+        observed=per_sample_gradients(
+            arena.model, arena.server.final_params, GenotypeRows(cohort.genotypes, rows), labels
         ),
-        aux_records=cohort.genotypes[pool.rows[aux]].astype(np.float64),
+        aux_records=GenotypeRows(cohort.genotypes, pool.rows[aux]),
         aux_labels=aux_labels,
     )
     return Observation(view=view, truth=labels == 1, clients=pool.client[targets])

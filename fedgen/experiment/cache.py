@@ -33,6 +33,9 @@ _UNREADABLE: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, EOFEr
 _UNREADABLE += (zipfile.BadZipFile, zlib.error, NotImplementedError)
 
 
+_HASH_BLOCK_BYTES = 1 << 26  # bytes of a non-contiguous array copied at a time to hash it
+
+
 class _CorruptEntry(ValueError):
     """A cache file that was read but does not hold what the cache writes."""
 
@@ -68,8 +71,26 @@ def training_key(material: Mapping[str, Any], arrays: Sequence[NDArray[Any]]) ->
             raise ValueError("training_key hashes numeric arrays only, not object arrays")
         header = json.dumps([array.dtype.str, list(array.shape)], separators=(",", ":"))
         _update_framed(digest, header.encode("ascii"))
-        _update_framed(digest, np.ascontiguousarray(array).data)
+        _update_array(digest, array)
     return digest.hexdigest()
+
+
+def _update_array(digest: Any, array: NDArray[Any]) -> None:
+    """Frame ``array``'s C-order bytes as :func:`_update_framed` would, never copying it whole.
+
+    A C-contiguous array is hashed in place; any other (a column slice of a cohort, a
+    transposed matrix) a bounded block of rows at a time, so a 4 GB genotype matrix is never
+    copied to hash it. The digest is the same either way, and the same as framing the whole
+    contiguous copy's memoryview, whose length is the array's first dimension.
+    """
+    digest.update(len(array.data).to_bytes(8, "big"))
+    if array.flags.c_contiguous:
+        digest.update(array.data)
+        return
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
+    step = max(1, _HASH_BLOCK_BYTES // max(1, rows.shape[1] * array.itemsize))
+    for start in range(0, rows.shape[0], step):
+        digest.update(np.ascontiguousarray(rows[start : start + step]).data)
 
 
 def default_cache_dir() -> Path:
