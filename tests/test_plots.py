@@ -465,3 +465,33 @@ def test_plots_never_imports_pyplot() -> None:
         for alias in node.names
     ]
     assert imported and not [name for name in imported if "pyplot" in name]
+
+
+def test_snp_pca_large_matrices_use_a_randomized_svd_that_matches_the_exact_one() -> None:
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 2, 700)
+    freq = np.where(groups[:, None] == 1, 0.45, 0.25) * np.ones((1, 900))
+    genotypes = rng.binomial(2, freq).astype(np.int8)  # 700 x 900: both dimensions above 500
+    labels = rng.integers(0, 2, 700)
+    plot = plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(0))
+    x = genotypes.astype(np.float64)
+    x -= x.mean(axis=0)
+    _, singular, _ = np.linalg.svd(x, full_matrices=False)
+    exact = singular[:2] ** 2 / (singular**2).sum()
+    ratio = plot.data["explained_variance_ratio"]
+    assert ratio[0] == pytest.approx(exact[0], rel=1e-3)  # the structure's component: exact
+    assert ratio[1] == pytest.approx(exact[1], rel=0.05)  # noise's: a near-flat spectrum
+    # PC1 separates the two groups, as the exact decomposition does.
+    pc1 = plot.data["scores"][:, 0]
+    assert abs(np.corrcoef(pc1, groups[plot.data["rows"]])[0, 1]) > 0.95
+
+
+def test_snp_pca_density_draws_no_individual_points_or_labels() -> None:
+    rng = np.random.default_rng(4)
+    genotypes = rng.integers(0, 3, (300, 40))
+    labels = rng.integers(0, 2, 300)
+    plot = plots.snp_pca(genotypes, labels, SUBTITLE, np.random.default_rng(0), density=True)
+    ax = plot.figure.axes[0]
+    assert ax.get_legend() is None
+    assert not any(type(c).__name__ == "PathCollection" for c in ax.collections)  # no scatter
+    assert any(type(c).__name__ == "PolyCollection" for c in ax.collections)  # the hexbin

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from fedgen.core.io import atomic_write_bytes
 
 DPI = 110
+PCA_MAX_CELLS = 25_000_000  # genotype cells the cohort figures use at most (200 MB as float64)
 SUBTITLE_CHARS_PER_INCH = 15  # at the suptitle's 10 pt: wider subtitles wrap
 
 

@@ -18,7 +18,7 @@ from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
 from numpy.typing import ArrayLike, NDArray
 
 from fedgen.evaluation.metrics import auc, roc, trivial_metrics
-from fedgen.figures.base import Plot, new_figure
+from fedgen.figures.base import PCA_MAX_CELLS, Plot, new_figure
 
 Floats = NDArray[np.float64]
 Bools = NDArray[np.bool_]
@@ -26,6 +26,7 @@ Bools = NDArray[np.bool_]
 #: Keys of `training_curves`' ``metrics``: pooled loss and accuracy of the global model.
 TRAINING_KEYS = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_accuracy")
 GRADIENT_NORM_LABEL = "scaled gradient norm ‖g‖ / √(4p+1)"
+EXACT_PCA_MAX = 500  # PCA exactly (a Gram matrix's eigendecomposition) up to this many SNPs/rows
 _MEMBER, _NON_MEMBER = "C3", "C0"
 
 
@@ -123,23 +124,32 @@ def gradient_norm_histogram(
     return Plot("gradient_norm_histogram", fig, data)
 
 
-def _principal_axes(centred: Floats) -> tuple[Floats, Floats]:
+def _principal_axes(centred: Floats, rng: np.random.Generator) -> tuple[Floats, Floats]:
     """First two principal axes (2, p) and their explained variance ratios (2,).
 
-    ``centred`` (n, p) has zero column means. When p <= n, the right singular vectors and
-    squared singular values come from the eigendecomposition of the p x p Gram matrix XᵀX
-    (the same numbers as ``np.linalg.svd``, over ten times faster on 20,000 x 100); otherwise
-    from ``np.linalg.svd``. Each axis's sign makes its largest-magnitude loading positive (as
-    scikit-learn's ``svd_flip``), so results are deterministic.
+    ``centred`` (n, p) has zero column means. When p <= 500 (or n <= 500), exactly: the
+    eigendecomposition of the small Gram matrix (XᵀX, or XXᵀ mapped back), the same numbers as
+    ``np.linalg.svd`` and much faster. Otherwise a randomized 2-component SVD (Halko et al.
+    2011, scikit-learn's ``randomized_svd`` with its default power iterations, seeded from
+    ``rng``). Each axis's sign makes its largest-magnitude loading positive (as scikit-learn's
+    ``svd_flip``), so results are deterministic.
     """
     n, p = centred.shape
-    if p <= n:
+    if p <= EXACT_PCA_MAX:
         eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)  # ascending
         variance = np.maximum(eigenvalues[::-1][:2], 0.0)
         axes = eigenvectors[:, ::-1][:, :2].T
+    elif n <= EXACT_PCA_MAX:
+        eigenvalues, eigenvectors = np.linalg.eigh(centred @ centred.T)
+        variance = np.maximum(eigenvalues[::-1][:2], 0.0)
+        left = eigenvectors[:, ::-1][:, :2]
+        axes = (left.T @ centred) / np.sqrt(np.where(variance > 0, variance, 1.0))[:, None]
     else:
-        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        variance, axes = singular[:2] ** 2, vt[:2]
+        from sklearn.utils.extmath import randomized_svd  # only here: workers start faster
+
+        seed = int(rng.integers(2**31 - 1))
+        _, singular, vt = randomized_svd(centred, 2, n_iter=7, random_state=seed)
+        variance, axes = singular**2, vt
     top = np.argmax(np.abs(axes), axis=1)
     axes = axes * np.sign(axes[np.arange(2), top])[:, None]
     total = float(np.einsum("ij,ij->", centred, centred))
@@ -153,22 +163,30 @@ def snp_pca(
     subtitle: str,
     rng: np.random.Generator,
     max_points: int = 4000,
+    density: bool = False,
 ) -> Plot:
-    """Scatter of the individuals on the first two principal components, coloured by label.
+    """The individuals on the first two principal components: dots by label, or a density.
 
     Parameters
     ----------
     genotypes : array of int, shape (n, p)
-        Minor-allele counts. The components are those of the column-centred float64 matrix of
-        all n rows (see `_principal_axes`), so min(n, p) must be at least 2.
+        Minor-allele counts. The components are those of the column-centred matrix of all n
+        rows (see `_principal_axes`), so min(n, p) must be at least 2. Above
+        ``PCA_MAX_CELLS`` cells they are computed on a random subset of rows (SNPs stay
+        whole), so the figure never holds a float copy of a biobank-sized cohort.
     labels : array, shape (n,)
         Phenotype per individual (0/1); one colour per distinct value.
     subtitle : str
         The experiment's key settings, shown under the title.
     rng : numpy.random.Generator
-        Picks the plotted rows when n > ``max_points`` (not used otherwise).
+        Picks the rows used and plotted when there are more than the limits, and seeds the
+        randomized SVD.
     max_points : int
-        Most rows drawn (the components always use all rows).
+        Most rows drawn.
+    density : bool
+        Draw a hexagonal density of all plotted individuals, without labels, instead of one
+        dot per individual coloured by phenotype: for a real cohort (a file), whose individual
+        points should not end up in a shared figure.
 
     Returns
     -------
@@ -177,35 +195,48 @@ def snp_pca(
         ``labels`` (n_plotted,), ``rows`` (n_plotted,) ascending row indices of the points.
         Each component's sign makes its largest-magnitude loading positive (as scikit-learn).
     """
-    x, y = _matrix(genotypes, labels)
-    n = x.shape[0]
-    if min(x.shape) < 2:
-        raise ValueError(f"PCA to 2 components needs at least 2 rows and 2 SNPs, got {x.shape}")
+    g = np.asarray(genotypes)
+    y = np.asarray(labels)
+    if g.ndim != 2 or g.shape[0] == 0 or g.shape[1] == 0 or y.shape != (g.shape[0],):
+        raise ValueError(f"need genotypes (n, p) and labels (n,), got {g.shape} and {y.shape}")
+    n, p = g.shape
+    if min(n, p) < 2:
+        raise ValueError(f"PCA to 2 components needs at least 2 rows and 2 SNPs, got {g.shape}")
     if max_points < 1:
         raise ValueError(f"max_points must be positive, got {max_points}")
-    x -= x.mean(axis=0)
-    components, ratio = _principal_axes(x)
+    fit_rows = np.arange(n)
+    if n * p > PCA_MAX_CELLS:
+        fit_rows = np.sort(rng.choice(n, max(2, PCA_MAX_CELLS // p), replace=False))
+    x, _ = _matrix(g[fit_rows], y[fit_rows])
+    mean = x.mean(axis=0)
+    x -= mean
+    components, ratio = _principal_axes(x, rng)
     rows = np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, replace=False))
-    scores = x[rows] @ components.T
+    scores = (np.asarray(g[rows], np.float64) - mean) @ components.T
     shown = y[rows]
 
-    fig = new_figure("Genotype PCA, coloured by label", subtitle)
+    title = "Genotype PCA, density" if density else "Genotype PCA, coloured by label"
+    fig = new_figure(title, subtitle)
     ax = fig.add_subplot()
-    for i, value in enumerate(np.unique(shown)):
-        at = shown == value
-        ax.scatter(
-            scores[at, 0],
-            scores[at, 1],
-            s=5,
-            alpha=0.5,
-            linewidths=0,
-            color=f"C{i}",
-            label=f"label {value} (n={int(at.sum())})",
-        )
+    note = f"{rows.size} of {n} individuals shown" if rows.size < n else f"{n} individuals"
+    if density:
+        ax.hexbin(scores[:, 0], scores[:, 1], gridsize=30, mincnt=1, cmap="Blues")
+        ax.set_title(note, fontsize=8)
+    else:
+        for i, value in enumerate(np.unique(shown)):
+            at = shown == value
+            ax.scatter(
+                scores[at, 0],
+                scores[at, 1],
+                s=5,
+                alpha=0.5,
+                linewidths=0,
+                color=f"C{i}",
+                label=f"label {value} (n={int(at.sum())})",
+            )
+        ax.legend(title=note, fontsize=8, title_fontsize=8, markerscale=3)
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% variance)")
-    note = f"{rows.size} of {n} individuals shown" if rows.size < n else f"{n} individuals"
-    ax.legend(title=note, fontsize=8, title_fontsize=8, markerscale=3)
     data = {"explained_variance_ratio": ratio, "scores": scores, "labels": shown, "rows": rows}
     return Plot("snp_pca", fig, data)
 

@@ -10,6 +10,7 @@ import numpy as np
 from fedgen.attacks import Arena, Attack, GradientNormMIA
 from fedgen.core.seeding import child_rng
 from fedgen.evaluation.assess import Assessment
+from fedgen.figures.base import PCA_MAX_CELLS
 from fedgen.figures.pool import FigureTask as Task
 
 POOLED = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/test_accuracy")
@@ -46,15 +47,24 @@ def run_figures(
         for attack, a in zip(attacks, assessments, strict=True)
         if isinstance(attack, GradientNormMIA)
     ][:1]
+    # The cohort figures see at most PCA_MAX_CELLS genotype cells (a random subset of rows of
+    # a biobank-sized cohort): each task is pickled to the drawing process.
+    genotypes, labels = cohort.genotypes, cohort.labels
+    if genotypes.size > PCA_MAX_CELLS:
+        keep = PCA_MAX_CELLS // max(1, cohort.n_snps)
+        rows = np.sort(
+            child_rng(arena.seed, "figures/rows").choice(cohort.n_individuals, keep, False)
+        )
+        genotypes, labels = genotypes[rows], labels[rows]
     figures += [
         Task(
             "snp_pca",
-            (cohort.genotypes, cohort.labels, subtitle, child_rng(arena.seed, "figures/pca")),
+            (genotypes, labels, subtitle, child_rng(arena.seed, "figures/pca")),
+            # A simulated cohort (it knows its causal SNPs) gets dots by label; a real one
+            # (a file) only a density: its individuals' points stay out of shared figures.
+            {"density": "causal" not in cohort.metadata},
         ),
-        Task(
-            "top_snp_correlations",
-            (cohort.genotypes, cohort.labels, list(cohort.snp_names), subtitle),
-        ),
+        Task("top_snp_correlations", (genotypes, labels, list(cohort.snp_names), subtitle)),
     ]
     rounds = arena.server.rounds
     if rounds:
