@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = "pkg://fedgen.conf"
 CONFIG_NAME = "config"
+# The process that ran main(): it waits for figures and MLflow when the command ends. A job run
+# in another process (hydra/launcher=joblib) waits before it returns (see _job).
+_launch_pid: int | None = None
 
 
 def _job(cfg: DictConfig) -> float:
@@ -37,7 +41,11 @@ def _job(cfg: DictConfig) -> float:
             overrides=list(hc.overrides.task),
             job=str(hc.job.num) if multirun else "",
         )
-        outcome = run_experiment(experiment)
+        try:
+            outcome = run_experiment(experiment)
+        finally:
+            if os.getpid() != _launch_pid:
+                _settle()  # the launcher may end this process as soon as the job returns
     except FedgenError as exc:
         if multirun:
             raise  # Hydra reports the failed job of the sweep with its overrides
@@ -50,6 +58,15 @@ def _job(cfg: DictConfig) -> float:
             raise
         print(f"fedgen: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _settle() -> None:
+    """Wait until the job's figures are drawn and everything it sent to MLflow is stored."""
+    from fedgen.figures import pool as figure_pool
+    from fedgen.tracking.trackers import flush
+
+    figure_pool.wait()
+    flush()
 
 
 USAGE = """\
@@ -109,12 +126,15 @@ def main() -> None:
     if any(a in ("--help", "-h") for a in args):
         print(usage())
         return
+    global _launch_pid
+    _launch_pid = os.getpid()
     if "--hydra-help" in args:
         sys.argv = [sys.argv[0], *(("--help" if a == "--hydra-help" else a) for a in args)]
     quick = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")
     if not any(a in ("tracking=none", *quick) for a in sys.argv):
         prestart_worker()
-    if not any(a in ("figures=false", *quick) for a in sys.argv):
+    elsewhere = any(a.startswith("hydra/launcher=") for a in args)  # jobs draw their own
+    if not elsewhere and not any(a in ("figures=false", *quick) for a in sys.argv):
         from fedgen.figures import pool as early
 
         early.start()  # the drawing processes import matplotlib while we import the rest

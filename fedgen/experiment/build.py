@@ -18,6 +18,7 @@ import fedgen
 from fedgen.core.errors import ConfigError, FedgenError
 from fedgen.data import IIDPartition
 from fedgen.experiment.cache import TrainingCache, default_cache_dir
+from fedgen.experiment.objective import Objective
 from fedgen.experiment.pipeline import Experiment, Training
 from fedgen.federation import FederationSettings
 from fedgen.models import Model
@@ -137,12 +138,12 @@ def check_config(cfg: DictConfig) -> Parts:
     objective = resolved.get("objective", "fed/test_accuracy")
     if not isinstance(objective, str) or not objective:
         raise ConfigError(f"objective={objective!r} must be a metric name, e.g. gmia/auc")
-    prefix = objective.split("/")[0]
-    if prefix not in ("fed", *(a.name for a in attacks)):
-        raise ConfigError(
-            f"objective={objective!r} names no metric of this run: it must start with fed/ or "
-            f"with an attack that runs ({', '.join(a.name for a in attacks) or 'none'}/)"
-        )
+    for metric in Objective.parse(objective).metrics:
+        if metric.split("/")[0] not in ("fed", *(a.name for a in attacks)):
+            raise ConfigError(
+                f"objective={objective!r} names no metric of this run: it must start with fed/ "
+                f"or with an attack that runs ({', '.join(a.name for a in attacks) or 'none'}/)"
+            )
     _check_observers(training, attacks)
     for key in ("figures", "cache"):
         _flag(key, resolved.get(key, True))

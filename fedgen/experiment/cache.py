@@ -10,11 +10,12 @@ import json
 import logging
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from numpy.typing import NDArray
 
 import fedgen
@@ -303,6 +304,36 @@ class TrainingCache:
             reason = str(exc) or type(exc).__name__
             log.warning("cache entry %s is corrupt (%s); retraining", path, reason)
             return None
+
+    def load_or_train(
+        self, key: str, train: Callable[[], FederationResult]
+    ) -> tuple[FederationResult, bool]:
+        """The entry for ``key``, else ``train()``'s result, stored; and whether it was loaded.
+
+        Jobs of a parallel sweep (``hydra/launcher=joblib``) that need the same federation
+        train it once: the first holds the entry's file lock while it trains and stores, the
+        others wait on the lock and then load what it stored. The lock is the operating
+        system's (``flock``), so a job that dies releases it. A directory that cannot hold the
+        lock logs a warning and trains without it, like :meth:`store`.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.directory / f".{key}.lock"))
+            lock.acquire()
+        except OSError as exc:
+            log.warning("cannot lock cache entry %s (%s); training unlocked", self.path(key), exc)
+            result = train()
+            self.store(key, result)
+            return result, False
+        try:
+            cached = self.load(key)
+            if cached is not None:
+                return cached, True
+            result = train()
+            self.store(key, result)
+            return result, False
+        finally:
+            lock.release()
 
     def store(self, key: str, result: FederationResult) -> None:
         """Write ``result`` under ``key`` atomically; a failure logs a warning, never raises."""

@@ -6,7 +6,6 @@ No Hydra here: the builder hands over typed objects.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import logging
 from collections.abc import Sequence
@@ -19,7 +18,6 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
-from fedgen.core.errors import ConfigError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
 from fedgen.core.seeding import child_rng
@@ -28,6 +26,7 @@ from fedgen.defenses import Defense
 from fedgen.evaluation.assess import Assessment, assess
 from fedgen.evaluation.pools import Evaluation
 from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
+from fedgen.experiment.objective import Objective
 from fedgen.experiment.privacy import Privacy, account, audit_violations
 from fedgen.federation import FederationSettings, train_federation
 from fedgen.figures import pool as figure_pool
@@ -114,15 +113,9 @@ class Outcome:
     metrics: dict[str, float]
 
     def objective(self, name: str) -> float:
-        """The value of the logged metric ``name`` (the job's return value for sweepers)."""
-        if name not in self.metrics:
-            close = difflib.get_close_matches(name, list(self.metrics), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"objective={name!r} is not a metric this run logged{hint} (e.g. "
-                "fed/test_accuracy, gmia/auc)"
-            )
-        return self.metrics[name]
+        """The job's return value for sweepers: the logged metric ``name``, or a constrained
+        objective such as ``mia/auc if fed/test_accuracy >= 0.6 else 1`` (:mod:`.objective`)."""
+        return Objective.parse(name).value(self.metrics)
 
 
 def run_experiment(exp: Experiment) -> Outcome:

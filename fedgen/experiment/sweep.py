@@ -57,10 +57,18 @@ class SweepParentRun(Callback):
             params={},
             tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
         )
-        # The jobs (run by this process) name the parent by its handle, which the MLflow worker
-        # turns into the run's id: no waiting here for MLflow to have created the run.
+        # Jobs run by this process name the parent by its handle, which the MLflow worker turns
+        # into the run's id: no waiting here for MLflow to have created the run. Jobs run in
+        # other processes (hydra/launcher=joblib, submitit) need the id itself.
         assert tracker.handle is not None
-        atomic_write_text(sweep_dir / PARENT_RUN_FILE, tracker.handle)
+        marker = tracker.handle
+        if not _runs_jobs_here(config):
+            try:
+                marker = tracker.run_id or marker
+            except TrackingError as exc:
+                print(f"fedgen: error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+        atomic_write_text(sweep_dir / PARENT_RUN_FILE, marker)
         self._tracker = tracker
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -68,7 +76,10 @@ class SweepParentRun(Callback):
             self._failed = True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish(FAILED if self._failed else FINISHED)
+        # on_job_end runs where the job ran: a job failed in another process shows here as a
+        # job directory without run.json.
+        failed = self._failed or (self._sweep_dir is not None and _incomplete(self._sweep_dir))
+        self._finish(FAILED if failed else FINISHED)
 
     def _finish(self, status: str) -> None:
         sweep_dir, self._sweep_dir = self._sweep_dir, None
@@ -100,3 +111,14 @@ class SweepParentRun(Callback):
             attack_log = sweep_dir / "attack_logs.csv"
             if attack_log.exists():
                 self._tracker.log_file(attack_log, "summary")
+
+
+def _runs_jobs_here(config: DictConfig) -> bool:
+    """Whether the sweep's launcher runs the jobs in this process (Hydra's basic launcher)."""
+    target = str(config.hydra.launcher.get("_target_", ""))
+    return target.endswith(".BasicLauncher")
+
+
+def _incomplete(sweep_dir: Path) -> bool:
+    """Whether a job of the sweep started (its ``.hydra`` folder) but left no ``run.json``."""
+    return any(not (d.parent / "run.json").exists() for d in sweep_dir.glob("*/.hydra"))

@@ -65,9 +65,18 @@ _outstanding = 0  # submitted figures whose callback has not finished yet
 _drawn: dict[str, tuple[str, bytes]] = {}  # task key -> (file name, PNG) drawn in this process
 
 
+def _in_worker() -> bool:
+    """Whether this process is a worker of a parallel sweep (hydra/launcher=joblib): it draws
+    in-process. Its jobs already run side by side, and a multiprocessing child waits for its
+    own children before its exit handlers could end a pool: the sweep would hang."""
+    return multiprocessing.parent_process() is not None
+
+
 def start() -> None:
     """Start the drawing process now, so its imports overlap the job's training."""
     global _executor
+    if _in_worker():
+        return
     with _lock:
         if _executor is None:
             # spawn, not fork: the parent may run threads (Flower, MLflow's pipe), and a forked
@@ -90,7 +99,6 @@ def submit(tasks: Sequence[FigureTask], folder: Path, on_done: Callable[[Path], 
     """
     global _outstanding
     start()
-    assert _executor is not None
     for task in tasks:
         key = task.key()
         with _lock:
@@ -103,7 +111,15 @@ def submit(tasks: Sequence[FigureTask], folder: Path, on_done: Callable[[Path], 
             copied.set_result(str(folder / name))
             _callback(task, on_done, None)(copied)
             continue
-        future = _executor.submit(_render, task, str(folder))
+        if _in_worker():
+            future: Future[str] = Future()
+            try:
+                future.set_result(_render(task, str(folder)))
+            except Exception as exc:  # reported by the callback, as from the pool
+                future.set_exception(exc)
+        else:
+            assert _executor is not None
+            future = _executor.submit(_render, task, str(folder))
         future.add_done_callback(_callback(task, on_done, key))
 
 
