@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError
 from fedgen.tracking.trackers import prestart_worker
 
@@ -106,7 +109,33 @@ def usage() -> str:
 
 
 def main() -> None:
-    """Console entry point (`fedgen` and `python -m fedgen`).
+    """Console entry point (`fedgen` and `python -m fedgen`): :func:`_main`, stoppable.
+
+    The first Ctrl-C or SIGTERM stops the job and the sweep: their runs are closed as KILLED,
+    the figures not drawn yet are dropped, and the command exits with 130 (SIGINT) or 143
+    (SIGTERM) within seconds; a second one is never needed (:mod:`fedgen.core.lifecycle`).
+    """
+    lifecycle.install()
+    try:
+        _main()
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, lifecycle.Interrupted) else int(signal.SIGINT)
+        pool = sys.modules.get("fedgen.figures.pool")
+        if pool is not None:
+            pool.abort()  # now, not after the sweep's summary
+        name = signal.Signals(signum).name
+        print(f"fedgen: interrupted by {name}; open runs are closed as KILLED", file=sys.stderr)
+        # Close what is open now (the atexit handlers: the sweep's parent run, the MLflow
+        # worker), then exit without the interpreter's teardown (seconds of garbage collection
+        # and joining threads that no longer matter).
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+
+def _main() -> None:
+    """The command itself.
 
     The MLflow process and the figure-drawing processes are started before anything heavy is
     imported here, so that their start-up (MLflow and its SQL store, matplotlib) and ours (Hydra,

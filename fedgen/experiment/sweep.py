@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError, TrackingError
 from fedgen.core.io import atomic_write_text
 from fedgen.experiment.build import build_tracker
 from fedgen.reporting.report import load_run_json, write_summary
-from fedgen.tracking.trackers import FAILED, FINISHED, PARENT_RUN_FILE, MlflowTracker
+from fedgen.tracking.liveness import FAILURE_TAG
+from fedgen.tracking.trackers import FAILED, FINISHED, KILLED, PARENT_RUN_FILE, MlflowTracker
 
 log = logging.getLogger("fedgen")
 
@@ -29,9 +32,9 @@ class SweepParentRun(Callback):
     tags itself as a child. At the end, the jobs that completed (each left a ``run.json``) are
     summarised in the sweep directory (``summary.csv``, ``summary.md``, plots, ``report.html``)
     and the summary is logged to the parent run. The parent ends FINISHED when all jobs
-    completed, FAILED otherwise; also when a job's failure aborts the sweep, and when the
-    process exits mid-sweep, the summary of the completed jobs is made and the parent is closed:
-    it is never left RUNNING.
+    completed, FAILED otherwise, KILLED when Ctrl-C or SIGTERM stopped the sweep; also when a
+    job's failure aborts the sweep, and when the process exits mid-sweep, the summary of the
+    completed jobs is made and the parent is closed: it is never left RUNNING.
     """
 
     def __init__(self) -> None:
@@ -85,6 +88,12 @@ class SweepParentRun(Callback):
         sweep_dir, self._sweep_dir = self._sweep_dir, None
         if sweep_dir is None:
             return
+        signum = lifecycle.received()
+        if signum is not None:  # Ctrl-C or SIGTERM: the sweep was stopped
+            status = KILLED
+            if self._tracker is not None:
+                reason = f"interrupted by {signal.Signals(signum).name}"
+                self._tracker.set_tags({FAILURE_TAG: reason})
         try:
             self._summarise(sweep_dir)
         except Exception as exc:  # a broken summary must not leave the parent run open

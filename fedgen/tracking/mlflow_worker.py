@@ -23,6 +23,15 @@ with the reason in the tag ``fedgen.failure``; a write that fails after the run 
 stored in the background) turns a FINISHED run FAILED. If the main process goes away with a run
 still open (crash, kill), the worker sees end-of-file and marks that run FAILED; if both die at
 once, the next command that opens the store does (:func:`.liveness.reap_dead_runs`).
+
+**Signals.** The worker ignores SIGINT and SIGTERM: a Ctrl-C (or the SIGTERM of ``timeout``,
+SLURM or systemd) sent to the whole process group is the main process's to handle, and it
+needs the worker to close its runs as KILLED. The worker ends at end-of-file, which comes when
+the main process closes the pipe or dies; if its parent is gone and the pipe stays open
+regardless (a forked grandchild holding it), it exits :data:`ORPHAN_GRACE_S` seconds later.
+On an interrupt the main process sends SIGUSR1 (*hurry*): metrics and artifacts still queued
+are skipped, each recorded as lost with its run (a KILLED run stays KILLED; any other run ends
+FAILED), so that closing the runs takes a moment, not the seconds a long job's metrics take.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,10 +53,15 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlparse
 
+from fedgen.core import lifecycle
 from fedgen.tracking.liveness import FAILURE_TAG, MAX_TAG_CHARS, reap_dead_runs
 from fedgen.tracking.trackers import NETWORK_SCHEMES, sqlite_path
 
 READY = {"ready": True}
+ORPHAN_GRACE_S = 10.0  # parent gone: time to close the open runs before exiting anyway
+HURRY = getattr(signal, "SIGUSR1", None)  # the main process was interrupted: skip bulk writes
+_hurry = threading.Event()  # set by HURRY: runs that lose writes end KILLED
+_skip = threading.Event()  # set by HURRY or when the parent is gone: skip metrics and artifacts
 
 
 def one_line(exc: BaseException) -> str:
@@ -63,10 +79,12 @@ class _Run:
     uri: str
     ended: str | None = None  # the status it was ended with, once ended
     failures: list[str] = field(default_factory=list)
+    reason: str = ""  # why the parent ends it so (its own fedgen.failure tag), if it said
 
     def failure_tag(self) -> str:
         more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
-        return (self.failures[0] + more)[:MAX_TAG_CHARS]
+        lost = self.failures[0] + more
+        return (f"{self.reason}; {lost}" if self.reason else lost)[:MAX_TAG_CHARS]
 
 
 class RunWriteError(Exception):
@@ -213,6 +231,8 @@ class _Store:
         run = self.runs[run_id]
         with self._writing(run_id, f"{len(items)} metric values"):
             for i in range(0, len(items), 1000):  # MLflow's per-batch limit on metrics
+                if self._skipped(run_id, f"{len(items) - i} metric values"):
+                    break
                 run.client.log_batch(run_id, metrics=items[i : i + 1000])
         return {}
 
@@ -221,12 +241,15 @@ class _Store:
 
         items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
         run = self.runs[run_id]
+        run.reason = tags.get(FAILURE_TAG, run.reason)
         with self._writing(run_id, f"tags {', '.join(sorted(tags))}"):
             for i in range(0, len(items), 100):
                 run.client.log_batch(run_id, tags=items[i : i + 100])
         return {}
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> dict[str, Any]:
+        if self._skipped(run_id, f"artifact {artifact_file}"):
+            return {}
         with self._writing(run_id, f"artifact {artifact_file}"):
             self.runs[run_id].client.log_text(run_id, text, artifact_file)
         return {}
@@ -236,6 +259,8 @@ class _Store:
     ) -> dict[str, Any]:
         name = f"{artifact_dir}/{Path(path).name}" if artifact_dir else Path(path).name
         try:
+            if self._skipped(run_id, f"artifact {name}"):
+                return {}
             with self._writing(run_id, f"artifact {name}"):
                 self.runs[run_id].client.log_artifact(run_id, path, artifact_dir)
         finally:
@@ -257,7 +282,7 @@ class _Store:
     def end_run(self, run_id: str, status: str) -> dict[str, Any]:
         run = self.runs[run_id]
         if run.failures:
-            status = "FAILED"
+            status = _unfinished(status)
             run.client.set_tag(run_id, FAILURE_TAG, run.failure_tag())
         run.client.set_terminated(run_id, status)
         run.ended = status
@@ -272,6 +297,14 @@ class _Store:
                     self.end_run(run_id, "FAILED")
 
     # -- failures ------------------------------------------------------------------------------
+
+    def _skipped(self, run_id: str, what: str) -> bool:
+        """In a hurry (the command was interrupted): record ``what`` as lost and skip it."""
+        if not _skip.is_set():
+            return False
+        why = "the command was interrupted first" if _hurry.is_set() else "the fedgen process died"
+        self._failed(run_id, what, why)
+        return True
 
     @contextlib.contextmanager
     def _writing(self, run_id: str, what: str) -> Iterator[None]:
@@ -292,8 +325,8 @@ class _Store:
         run.failures.append(f"{what} not stored: {reason}")
         if run.ended == "FINISHED":  # stored in the background after the run ended
             run.client.set_tag(run_id, FAILURE_TAG, run.failure_tag())
-            run.client.set_terminated(run_id, "FAILED")
-            run.ended = "FAILED"
+            run.ended = _unfinished(run.ended)
+            run.client.set_terminated(run_id, run.ended)
 
     def _lost_message(self, run_id: str, what: str, reason: str) -> str:
         run = self.runs[run_id]
@@ -302,6 +335,11 @@ class _Store:
             f"(tag {FAILURE_TAG}): check free space, permissions and locks of the store "
             f"{run.uri}, then rerun"
         )
+
+
+def _unfinished(status: str) -> str:
+    """The end status of a run that lost a write: KILLED if an interrupt made it lose it."""
+    return "KILLED" if status == "KILLED" or _hurry.is_set() else "FAILED"
 
 
 def _explain(uri: str, exc: BaseException) -> str:
@@ -370,8 +408,25 @@ def _answer(store: _Store, op: str, request: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+def _orphaned() -> None:
+    _skip.set()  # only close the runs: no one waits for the rest
+    time.sleep(ORPHAN_GRACE_S)  # end-of-file normally ends the worker well before this
+    os._exit(1)
+
+
+def _hurry_up(signum: int, frame: object) -> None:
+    _hurry.set()
+    _skip.set()
+
+
 def main() -> None:
     """Entry point: MLflow's own log lines stay off the console (errors come as replies)."""
+    if HURRY is not None:  # blocked since the start (trackers.py), so none was missed
+        signal.signal(HURRY, _hurry_up)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (HURRY,))
+    lifecycle.become_child(
+        os.getppid(), ignore=(signal.SIGINT, signal.SIGTERM), on_orphaned=_orphaned
+    )
     logging.basicConfig(level=logging.WARNING)
     import mlflow.tracking  # noqa: F401  (configures MLflow's loggers: quiet them after)
 
@@ -380,6 +435,11 @@ def main() -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # anything MLflow prints must not corrupt the reply stream
     serve(sys.stdin, out)
+    # Everything is stored (each request is, before its reply): skip tearing down MLflow and
+    # SQLAlchemy, which takes seconds that the main process would spend waiting for us.
+    out.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import itertools
 import json
 import logging
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,13 +25,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from fedgen.core import lifecycle
 from fedgen.core.errors import TrackingError
 from fedgen.tracking.liveness import FAILURE_TAG, MAX_TAG_CHARS, identity
 
 log = logging.getLogger("fedgen")
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
-FINISHED, FAILED = "FINISHED", "FAILED"
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 DEFAULT_TIMEOUT_S = 10.0
 # Stores reached over the network: opening one waits tracking.timeout_s at most.
 NETWORK_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
@@ -68,7 +71,7 @@ class Tracker(Protocol):
         ...
 
     def end_run(self, status: str) -> None:
-        """Close the run as ``FINISHED`` or ``FAILED``."""
+        """Close the run as ``FINISHED``, ``FAILED`` or ``KILLED`` (interrupted)."""
         ...
 
 
@@ -76,17 +79,24 @@ class Tracker(Protocol):
 def tracked_run(
     tracker: Tracker, name: str, params: Mapping[str, str], tags: Mapping[str, str]
 ) -> Iterator[Tracker]:
-    """Open a run; it ends FINISHED, or FAILED if the body raises (never left RUNNING).
+    """Open a run; it ends FINISHED, FAILED if the body raises, KILLED if it is interrupted
+    (Ctrl-C, SIGTERM): never left RUNNING.
 
-    A failed run carries the reason in the tag ``fedgen.failure``.
+    A failed or killed run carries the reason in the tag ``fedgen.failure``. The exception
+    that ended the body is the one raised, even if the run cannot be closed (the store is
+    gone): an interrupt must stop the sweep, not turn into a failed job that lets it go on.
     """
     tracker.start_run(name, params, tags)
     try:
         yield tracker
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        tracker.set_tags({FAILURE_TAG: reason[:MAX_TAG_CHARS]})
-        tracker.end_run(FAILED)
+        status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
+        try:
+            tracker.set_tags({FAILURE_TAG: reason[:MAX_TAG_CHARS]})
+            tracker.end_run(status)
+        except Exception as closing:  # the next command's reaping closes it (liveness.py)
+            log.error("the run %r could not be closed as %s: %s", name, status, closing)
         raise
     tracker.end_run(FINISHED)
 
@@ -163,6 +173,7 @@ class _Timeout(Exception):
 # How the worker is started; tests put a wrapper here that injects store failures.
 WORKER_COMMAND = [sys.executable, "-m", "fedgen.tracking.mlflow_worker"]
 STARTUP_TIMEOUT_S = 300.0  # importing MLflow on a loaded machine, not the store's answer
+INTERRUPTED_CLOSE_S = 5.0  # after Ctrl-C/SIGTERM: how long MLflow may take to store the rest
 
 
 class _Worker:
@@ -176,9 +187,13 @@ class _Worker:
     """
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        # Signals blocked until the worker ignores them: a Ctrl-C or SIGTERM to the process
+        # group is this process's to handle, and closing the runs needs the worker alive.
+        hurry = (signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()
+        with lifecycle.signals_blocked((*lifecycle.STOP_SIGNALS, *hurry)):
+            self.proc = subprocess.Popen(
+                WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
         self.lock = threading.Lock()
         self.pending: collections.deque[tuple[int, str]] = collections.deque()
         self.wanted: dict[int, dict[str, Any] | None] = {}
@@ -213,7 +228,7 @@ class _Worker:
 
     def send(self, op: str, *, want_reply: bool = False, **args: Any) -> int:
         """Queue a request; its reply is read later. Returns a ticket for :meth:`result`."""
-        with self.lock:
+        with self.lock, lifecycle.deferred():  # a half-written request would hang the pipe
             self._write(op, args)
             ticket = next(self.tickets)
             self.pending.append((ticket, op))
@@ -246,11 +261,16 @@ class _Worker:
         self.drain()
         return self.result(self.send(op, want_reply=True, **args), timeout)
 
-    def drain(self) -> None:
-        """Wait until the worker has answered every request; raise the first error."""
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until the worker has answered every request; raise the first error.
+
+        With ``timeout``, a worker that has not answered within that many seconds is killed
+        and :class:`_Timeout` is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             while self.pending:
-                self._read_next(None)
+                self._read_next(deadline)
             errors, self.errors = self.errors, []
         if errors:
             raise errors[0]
@@ -316,14 +336,35 @@ class _Worker:
         )
 
     def close(self) -> None:
+        """Wait for the outstanding replies, then end the worker (it fails any open run).
+
+        After an interrupt, waits :data:`INTERRUPTED_CLOSE_S` at most, then kills it: the runs
+        it had not closed yet are marked FAILED by the next command that opens the store.
+        """
+        interrupted = lifecycle.received() is not None
+        budget = INTERRUPTED_CLOSE_S if interrupted else None
+        if interrupted and self.alive() and hasattr(signal, "SIGUSR1"):
+            self.proc.send_signal(signal.SIGUSR1)  # skip queued metrics and artifacts
         if not self.abandoned:
             try:
-                self.drain()
+                self.drain(budget)
             except TrackingError as exc:
                 print(f"fedgen: error: {exc}", file=sys.stderr)
+            except _Timeout:
+                print(
+                    f"fedgen: error: MLflow did not store the last results within {budget:g} s "
+                    "of the interrupt; the runs still open are marked FAILED by the next "
+                    "fedgen command",
+                    file=sys.stderr,
+                )
             if self.proc.stdin is not None and not self.proc.stdin.closed:
-                self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=budget or 60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._reader.join(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
