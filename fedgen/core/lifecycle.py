@@ -46,6 +46,13 @@ _received: int | None = None  # the first stop signal, once it came
 _pending: int | None = None  # a signal that came inside deferred(), raised at its end
 _deferring = 0
 _told = False
+_on_interrupt: list[Callable[[], None]] = []
+
+
+def on_interrupt(callback: Callable[[], None]) -> None:
+    """Call ``callback()`` at the first stop signal, before anything else is done (e.g. tell a
+    helper to hurry). It must be quick and must not raise."""
+    _on_interrupt.append(callback)
 
 
 def install() -> None:
@@ -78,6 +85,9 @@ def _handle(signum: int, frame: object) -> None:
 def _stop(signum: int) -> None:
     global _received
     _received = signum
+    for callback in _on_interrupt:
+        with contextlib.suppress(Exception):
+            callback()
     watchdog = threading.Timer(GRACE_S, _force_exit, args=(128 + signum,))
     watchdog.daemon = True
     watchdog.start()

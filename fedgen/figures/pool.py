@@ -7,9 +7,9 @@ which logs the file to the job's run (MLflow accepts artifacts after a run has e
 sweep, one job's figures are drawn while the next job runs. :func:`wait` blocks until every
 figure is done; the CLI calls it before exiting.
 
-The drawing processes ignore Ctrl-C and die with the main process (:mod:`fedgen.core.lifecycle`);
-on an interrupt the CLI calls :func:`abort`, which ends them at once and drops the figures not
-drawn yet.
+The drawing processes ignore Ctrl-C and SIGTERM and die with the main process
+(:mod:`fedgen.core.lifecycle`); on an interrupt the CLI calls :func:`abort`, which ends them at
+once and drops the figures not drawn yet.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -67,8 +66,9 @@ def _warm_up() -> None:
 
 
 def _child_start(parent: int) -> None:
-    """In each drawing process: Ctrl-C is the main process's to handle; die with it."""
-    lifecycle.become_child(parent, ignore=(signal.SIGINT,))
+    """In each drawing process: Ctrl-C and SIGTERM are the main process's to handle (it ends
+    us with SIGKILL: a PNG is written atomically); die with it."""
+    lifecycle.become_child(parent, ignore=lifecycle.STOP_SIGNALS)
     _warm_up()
 
 
@@ -105,7 +105,7 @@ def start() -> None:
                 initializer=_child_start,
                 initargs=(os.getpid(),),
             )
-            with lifecycle.signals_blocked((signal.SIGINT,)):
+            with lifecycle.signals_blocked():
                 for _ in range(WORKERS):  # processes start on demand: demand them now
                     executor.submit(_warm_up)
             if not _at_exit_registered:
@@ -152,7 +152,7 @@ def _submit(fn: Callable[[FigureTask, str], str], task: FigureTask, folder: str)
         executor = _executor
         assert executor is not None
         try:
-            with lifecycle.signals_blocked((signal.SIGINT,)):
+            with lifecycle.signals_blocked():
                 return executor.submit(fn, task, folder)
         except BrokenProcessPool:
             if attempt == 2:
@@ -182,7 +182,8 @@ def _callback(
         # BaseException: this runs in the executor's own thread, which must survive whatever the
         # drawing process sent back, or every later figure (and wait()) would hang.
         except BaseException as exc:  # a figure must not take the experiment down; say so loudly
-            log.error("figure %s failed: %s: %s", task.function, type(exc).__name__, exc)
+            if lifecycle.received() is None:  # else abort() tells, once
+                log.error("figure %s failed: %s: %s", task.function, type(exc).__name__, exc)
         finally:
             with _lock:
                 _outstanding.discard(ticket)
@@ -198,10 +199,9 @@ def wait() -> None:
 
 
 def abort() -> int:
-    """Stop drawing now: end the drawing processes and drop the figures not drawn yet.
+    """Stop drawing now: kill the drawing processes and drop the figures not drawn yet.
 
-    Returns how many figures were dropped. Bounded: a process that does not end on SIGTERM
-    within a second is killed.
+    Returns how many figures were dropped.
     """
     global _executor
     with _lock:
@@ -216,12 +216,9 @@ def abort() -> int:
     executor.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # they ignore SIGTERM; nothing of theirs needs closing
     for proc in procs:
-        proc.join(timeout=1.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=1.0)
+        proc.join(timeout=2.0)
     if dropped:
         log.warning("%d figure(s) not drawn: interrupted", dropped)
     return dropped

@@ -208,6 +208,12 @@ class _Worker:
         self._stage_lock = threading.Lock()  # figures are staged from the pool's threads
         self._reader = threading.Thread(target=self._read_lines, daemon=True)
         self._reader.start()
+        lifecycle.on_interrupt(self.hurry)
+
+    def hurry(self) -> None:
+        """Interrupted: have the worker skip the metrics and artifacts still queued (SIGUSR1)."""
+        if self.alive() and hasattr(signal, "SIGUSR1"):
+            self.proc.send_signal(signal.SIGUSR1)
 
     def alive(self) -> bool:
         return not self.abandoned and self.proc.poll() is None
@@ -343,8 +349,8 @@ class _Worker:
         """
         interrupted = lifecycle.received() is not None
         budget = INTERRUPTED_CLOSE_S if interrupted else None
-        if interrupted and self.alive() and hasattr(signal, "SIGUSR1"):
-            self.proc.send_signal(signal.SIGUSR1)  # skip queued metrics and artifacts
+        if interrupted:
+            self.hurry()  # again: a worker started after the interrupt was not told
         if not self.abandoned:
             try:
                 self.drain(budget)
@@ -357,9 +363,10 @@ class _Worker:
                     "fedgen command",
                     file=sys.stderr,
                 )
-            if self.proc.stdin is not None and not self.proc.stdin.closed:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):  # a killed worker: the pipe is broken
+                self.proc.stdin.close()
+        if not self.abandoned:
             try:
                 self.proc.wait(timeout=budget or 60)
             except subprocess.TimeoutExpired:
