@@ -139,3 +139,33 @@ def test_help_lists_the_groups_and_version_is_fedgens(
     monkeypatch.setattr(sys, "argv", ["fedgen", "--version"])
     cli.main()
     assert capsys.readouterr().out.strip() == f"fedgen {fedgen.__version__}"
+
+
+STORE_CASES: list[tuple[list[str], str]] = [
+    (["tracking.uri=bogus://x"], "tracking.uri='bogus://x': MLflow has no store for the scheme"),
+    (["tracking.uri=http://127.0.0.1:9/"], "the MLflow store http://127.0.0.1:9/ did not answer"),
+    (["tracking.experiment="], "tracking.experiment='' must be a non-empty name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "first_line"), STORE_CASES, ids=[" ".join(a) for a, _ in STORE_CASES]
+)
+def test_a_bad_store_is_one_line_before_training_and_leaves_no_run(
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    first_line: str,
+) -> None:
+    monkeypatch.setattr(
+        sys, "argv", ["fedgen", "dataset=tiny", "federation.num_rounds=2", "figures=false", *args]
+    )
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("fedgen: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"fedgen: error: {first_line}"), err
+    assert "round 1/" not in err  # the store is checked before training
+    assert not (workdir / "mlflow.db").exists()
