@@ -153,17 +153,19 @@ def check_config(cfg: DictConfig) -> Parts:
     return Parts(resolved, training, attacks, evaluation, float(threshold), objective)
 
 
-# Bytes per genotype cell a run holds at its peak: the int8 cohort, and the float64 copies
-# that training and the attacks make of it (about one, chunked where it would be more).
-_BYTES_PER_CELL = 1 + 8
+# Bytes per genotype cell a run holds at its peak: the int8 cohort, one client's rows in float64
+# at a time and the attacks' bounded chunks (measured: 3.0 GiB for 42,000 x 50,000 with mia and
+# gmia, ~1.5 bytes a cell; benchmarks/bench_memory.py). LIA, phenotype and LiRA's reference
+# panel still make whole float64 copies.
+_BYTES_PER_CELL = 2
 
 
 def check_memory(dataset: object) -> None:
     """Refuse a synthetic cohort that cannot fit in this machine's memory, before allocating it.
 
-    The estimate is ``(n_individuals + n_reference) x n_snps`` cells at ~9 bytes each (the int8
-    genotypes and one float64 copy); above the machine's physical memory the run would only
-    swap or be killed.
+    The estimate is ``(n_individuals + n_reference) x n_snps`` cells at ~2 bytes each (the int8
+    genotypes, and float64 only a client or a chunk at a time); above the machine's physical
+    memory the run would only swap or be killed.
     """
     n = getattr(dataset, "n_individuals", None)
     p = getattr(dataset, "n_snps", None)
