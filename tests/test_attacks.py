@@ -236,8 +236,10 @@ def test_scores_follow_their_definitions(tiny_cohort: Cohort) -> None:
     bound = np.sqrt(4 * X.shape[1] + 1)
 
     def norms(params: Params, X: NDArray[np.float64], y: NDArray[np.int8]) -> NDArray[Any]:
-        # ||(sigmoid(z) - y) [x, 1]|| = |sigmoid(z) - y| sqrt(||x||^2 + 1)
-        r = _sigmoid(X @ params["coef"] + params["intercept"][0]) - y
+        # ||(sigmoid(z) - y) [x, 1]|| = |sigmoid(z) - y| sqrt(||x||^2 + 1), with the residual
+        # of a case written 1 - sigmoid(z) = sigmoid(-z), which does not round to 0 for z > 37.
+        z = X @ params["coef"] + params["intercept"][0]
+        r = np.where(y == 1, _sigmoid(-z), _sigmoid(z))
         return np.abs(r) * np.sqrt(np.sum(X * X, axis=1) + 1)
 
     final = server.final_params
@@ -247,7 +249,8 @@ def test_scores_follow_their_definitions(tiny_cohort: Cohort) -> None:
     gmia = GradientNormMIA().run(view).scores
     grads = MODEL.per_sample_gradients(final, X, y)
     np.testing.assert_allclose(gmia, np.linalg.norm(grads, axis=1) / bound, rtol=1e-12)
-    np.testing.assert_allclose(gmia, norms(final, X, y) / bound, rtol=1e-12)
+    # The model computes sigmoid(z) - y directly where that is not 0: exact up to ~1e-16.
+    np.testing.assert_allclose(gmia, norms(final, X, y) / bound, rtol=1e-12, atol=2e-16)
     assert np.all((gmia >= 0) & (gmia < 1))
     # model=client scores each candidate on its own client's last local model.
     local = GradientNormMIA(model="client").run(view).scores

@@ -51,8 +51,10 @@ def _exact_log_norms(view: MembershipView) -> list[mpmath.mpf]:
 
 def test_float_scores_collapse_into_ties_on_a_saturated_model() -> None:
     view, _ = _saturated()
+    # Even with the residual kept where sigmoid(z) - 1 rounds to 0, most scaled norms
+    # underflow to 0 (logits beyond ~745) and most confidences round to exactly 1.
     naive = GradientNormMIA().run(view).scores
-    assert np.mean(naive == 0.0) > 0.8
+    assert np.mean(naive == 0.0) > 0.7
     assert np.mean(ConfidenceMIA().run(view).scores == 1.0) > 0.8
 
 

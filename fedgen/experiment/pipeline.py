@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
+from fedgen.core.errors import DataError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
 from fedgen.core.seeding import child_rng
@@ -58,6 +60,13 @@ def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
     apps (:mod:`fedgen.flwr_app`).
     """
     cohort = training.dataset.load(child_rng(training.seed, "cohort"))
+    present = np.unique(cohort.labels)
+    if present.size < 2:
+        raise DataError(
+            f"the cohort's phenotype has only label {int(present[0]) if present.size else '-'} "
+            f"({cohort.n_individuals} individuals): a binary phenotype needs cases (1) and "
+            "controls (0); check the label column (dataset.label_column) or the phenotype file"
+        )
     split = training.partition.split(
         cohort,
         training.federation.num_clients,
