@@ -259,7 +259,9 @@ def test_scores_follow_their_definitions(tiny_cohort: Cohort) -> None:
         rows = view.clients == cid
         g = MODEL.per_sample_gradients(params, X[rows], y[rows])
         np.testing.assert_allclose(local[rows], np.linalg.norm(g, axis=1) / bound, rtol=1e-12)
-        np.testing.assert_allclose(local[rows], norms(params, X[rows], y[rows]) / bound, rtol=1e-12)
+        np.testing.assert_allclose(
+            local[rows], norms(params, X[rows], y[rows]) / bound, rtol=1e-12, atol=2e-16
+        )
         q1 = _sigmoid(X[rows] @ params["coef"] + params["intercept"][0])
         np.testing.assert_allclose(
             local_mia[rows], np.where(y[rows] == 1, q1, 1 - q1), rtol=1e-9, atol=1e-12
