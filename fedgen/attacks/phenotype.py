@@ -11,14 +11,11 @@ from scipy.special import ndtr
 from sklearn.linear_model import LogisticRegression
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
+from fedgen.attacks.lrt import FREQ_CLIP
 from fedgen.attacks.observers import TrainingView, check_observer, observe_training
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
 from fedgen.models import Model
-
-# Reference allele frequencies are kept this far from 0 and 1, so that a SNP monomorphic in the
-# reference panel gets a finite weight 1 / (2 f (1 - f)) instead of an infinite one.
-FREQ_CLIP = 0.01
 
 
 @dataclass(frozen=True)

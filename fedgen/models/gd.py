@@ -9,10 +9,11 @@ from numpy.typing import NDArray
 from scipy.special import expit
 
 from fedgen.core.errors import ConfigError
-from fedgen.models.base import Params, log_loss_residual
+from fedgen.models.base import Params
+from fedgen.models.linear import LinearLogistic
 
 
-class GDLogistic:
+class GDLogistic(LinearLogistic):
     """Binary logistic regression trained by full-batch gradient descent on the mean log loss.
 
     Each step from ``(coef, intercept)`` on a client's rows ``X`` (n, p), ``y`` (n,) is::
@@ -39,8 +40,6 @@ class GDLogistic:
         L2 penalty ``alpha / 2 ||coef||^2`` added to the mean log loss (the attacks' per-sample
         gradients leave it out, as for the other models).
     """
-
-    linear = True
 
     def __init__(
         self,
@@ -100,21 +99,3 @@ class GDLogistic:
             intercept -= eta * float(np.mean(r))
             taken += 1.0
         return {"coef": coef, "intercept": np.array([intercept])}, {"t": np.array([taken])}
-
-    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``X @ coef + intercept``, float64 (n,)."""
-        return np.asarray(X @ params["coef"] + params["intercept"][0], dtype=np.float64)
-
-    def per_sample_gradients(
-        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
-    ) -> NDArray[np.float64]:
-        """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
-        r = log_loss_residual(self.decision_function(params, X), y)
-        out = np.empty((X.shape[0], X.shape[1] + 1))
-        np.multiply(X, r[:, None], out=out[:, :-1])
-        out[:, -1] = r
-        return out
-
-    def gradient_norm_bound(self, n_features: int, max_value: float = 2.0) -> float | None:
-        """``sqrt(p max_value^2 + 1)``: ``|sigmoid(z) - y| < 1``, ``||[x, 1]||`` at most that."""
-        return float(np.sqrt(n_features * max_value**2 + 1.0))

@@ -12,7 +12,35 @@ from fedgen.core.errors import ConfigError
 from fedgen.models.base import CLASSES, Params, log_loss_residual
 
 
-class SGDLogistic:
+class LinearLogistic:
+    """What every logistic-regression model shares: the logit ``x . coef + intercept``.
+
+    Parameters are ``coef`` float64 (p,) and ``intercept`` float64 (1,); subclasses say how a
+    client trains them (``init_params`` and ``fit``).
+    """
+
+    linear = True
+
+    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``X @ coef + intercept``, float64 (n,)."""
+        return np.asarray(X @ params["coef"] + params["intercept"][0], dtype=np.float64)
+
+    def per_sample_gradients(
+        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
+    ) -> NDArray[np.float64]:
+        """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
+        r = log_loss_residual(self.decision_function(params, X), y)
+        out = np.empty((X.shape[0], X.shape[1] + 1))
+        np.multiply(X, r[:, None], out=out[:, :-1])
+        out[:, -1] = r
+        return out
+
+    def gradient_norm_bound(self, n_features: int, max_value: float = 2.0) -> float | None:
+        """``sqrt(p max_value^2 + 1)``: ``|sigmoid(z) - y| < 1``, ``||[x, 1]||`` at most that."""
+        return float(np.sqrt(n_features * max_value**2 + 1.0))
+
+
+class SGDLogistic(LinearLogistic):
     """Binary logistic regression, ``SGDClassifier(loss="log_loss")`` continued by ``partial_fit``.
 
     Parameters are ``coef`` float64 (p,) and ``intercept`` float64 (1,), both zero at the start
@@ -23,8 +51,6 @@ class SGDLogistic:
     ``eta0``, ...) and checked by scikit-learn's own parameter validation when the model is
     built. The loss must stay ``log_loss``: the attacks use the log loss's gradients.
     """
-
-    linear = True
 
     def __init__(self, name: str = "sgd_logistic", **sgd: Any) -> None:
         loss = sgd.setdefault("loss", "log_loss")
@@ -71,21 +97,3 @@ class SGDLogistic:
             model.partial_fit(X, y, classes=CLASSES)
         new = {"coef": model.coef_.ravel().copy(), "intercept": np.array([model.intercept_[0]])}
         return new, {"t": np.array([float(model.t_)])}
-
-    def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``X @ coef + intercept``, float64 (n,)."""
-        return np.asarray(X @ params["coef"] + params["intercept"][0], dtype=np.float64)
-
-    def per_sample_gradients(
-        self, params: Params, X: NDArray[np.float64], y: NDArray[np.integer]
-    ) -> NDArray[np.float64]:
-        """``g_i = (sigmoid(z_i) - y_i) [x_i, 1]``, float64 (n, p + 1), intercept last."""
-        r = log_loss_residual(self.decision_function(params, X), y)
-        out = np.empty((X.shape[0], X.shape[1] + 1))
-        np.multiply(X, r[:, None], out=out[:, :-1])
-        out[:, -1] = r
-        return out
-
-    def gradient_norm_bound(self, n_features: int, max_value: float = 2.0) -> float | None:
-        """``sqrt(p max_value^2 + 1)``: ``|sigmoid(z) - y| < 1``, ``||[x, 1]||`` at most that."""
-        return float(np.sqrt(n_features * max_value**2 + 1.0))
