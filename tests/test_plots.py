@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from fedgen.attacks import Arena, ConfidenceMIA
 from fedgen.core.records import AttackResult, Cohort, FederationResult, Pool
@@ -265,7 +266,13 @@ def test_training_curves_data_and_validation() -> None:
     }
     plot = plots.training_curves(rounds, metrics, SUBTITLE)
     assert plot.name == "training_curves"
-    assert set(plot.data) == {"rounds", *plots.TRAINING_KEYS}
+    assert set(plot.data) == {
+        "rounds",
+        *plots.TRAINING_KEYS,
+        "chance_accuracy",
+        "chance_loss",
+        "accuracy_ylim",
+    }
     for key in plots.TRAINING_KEYS:
         np.testing.assert_array_equal(plot.data[key], metrics[key])
     loss_ax, acc_ax = plot.figure.axes
@@ -495,3 +502,172 @@ def test_snp_pca_density_draws_no_individual_points_or_labels() -> None:
     assert ax.get_legend() is None
     assert not any(type(c).__name__ == "PathCollection" for c in ax.collections)  # no scatter
     assert any(type(c).__name__ == "PolyCollection" for c in ax.collections)  # the hexbin
+
+
+# --- issue 12: readable figures ---------------------------------------------------------------
+
+
+def test_histogram_draws_densities_so_equal_distributions_look_equal_at_4_to_1() -> None:
+    values = np.random.default_rng(8).gamma(2.0, 0.1, size=60)
+    norms = np.concatenate([values, np.tile(values, 4)])  # members: the same values, 4 times
+    member = np.r_[np.zeros(60, dtype=bool), np.ones(240, dtype=bool)]
+    plot = plots.gradient_norm_histogram(norms, member, 0.2, SUBTITLE, bins=12)
+    d = plot.data
+    edges = d["bin_edges"]
+    for key, rows in (("member_density", member), ("non_member_density", ~member)):
+        expected = np.histogram(norms[rows], edges, density=True)[0]
+        np.testing.assert_allclose(d[key], expected, rtol=1e-12)
+        assert float(np.sum(d[key] * np.diff(edges))) == pytest.approx(1.0)
+    np.testing.assert_allclose(d["member_density"], d["non_member_density"], rtol=1e-12)
+    np.testing.assert_array_equal(d["member_counts"], 4 * d["non_member_counts"])
+    ax = plot.figure.axes[0]
+    drawn = [np.asarray(a.get_data().values) for a in ax.patches]  # StepPatch: fill, outline
+    np.testing.assert_allclose(drawn[0], d["non_member_density"])
+    np.testing.assert_allclose(drawn[2], d["member_density"])
+    assert "density" in ax.get_ylabel()
+    legend = _legend_texts(ax)
+    assert "members (n=240)" in legend and "non-members (n=60)" in legend
+    # An empty class draws zeros, not NaN (numpy's density=True would divide by zero).
+    empty = plots.gradient_norm_histogram(values, np.zeros(60, dtype=bool), 0.2, SUBTITLE)
+    assert not empty.data["member_density"].any()
+
+
+def _curve_lines(ax: Axes, names: list[str]) -> dict[str, Line2D]:
+    return {
+        name: next(line for line in ax.get_lines() if line.get_label().startswith(f"{name} ("))
+        for name in names
+    }
+
+
+def test_roc_perfect_attack_is_marked_off_the_frame_and_coinciding_curves_say_so() -> None:
+    scores, truth = _pool()
+    perfect = truth.astype(np.float64)  # LIA-like: AUC 1.0
+    curves = {"mia": (scores, truth), "gmia": (scores.copy(), truth), "lia": (perfect, truth)}
+    plot = plots.roc_curves(curves, {}, SUBTITLE)
+    d = plot.data
+    assert d["curves"]["lia"]["auc"] == 1.0
+    assert d["on_top"] == ["lia"]
+    assert d["coincide"] == {"gmia": "mia"}
+    ax = plot.figure.axes[0]
+    assert ax.get_ylim()[1] == plots.ROC_Y_HEADROOM > 1.0  # TPR 1 is not the top frame
+    lines = _curve_lines(ax, ["mia", "gmia", "lia"])
+    assert lines["lia"].get_marker() not in (None, "None", "")
+    assert lines["mia"].get_marker() in (None, "None", "")
+    (markers,) = [
+        line
+        for line in ax.get_lines()
+        if line.get_marker() == "v" and line.get_linestyle() == "None"
+    ]
+    assert markers.get_color() == lines["lia"].get_color() and not markers.get_clip_on()
+    assert np.all(np.asarray(markers.get_ydata()) == 1.0) and len(markers.get_xdata()) == 9
+    assert lines["gmia"].get_linestyle() == "--"  # the curve it equals shows between dashes
+    legend = _legend_texts(ax)
+    assert f"gmia (AUC {d['curves']['gmia']['auc']:.3f}, coincides with mia)" in legend
+    assert not [text for text in legend if text.startswith("mia") and "coincides" in text]
+    # The coinciding curve is still told apart: its own colour and line style differ.
+    a, b = lines["mia"], lines["gmia"]
+    assert (a.get_color(), a.get_linestyle()) != (b.get_color(), b.get_linestyle())
+    chance = next(line for line in ax.get_lines() if line.get_label() == "chance")
+    assert chance.get_zorder() > max(line.get_zorder() for line in lines.values())
+
+
+def test_roc_with_twelve_attacks_has_twelve_colours_and_a_legend_outside() -> None:
+    rng = np.random.default_rng(11)
+    truth = rng.random(300) < 0.5
+    names = [f"attack{i}" for i in range(12)]
+    curves = {name: (rng.random(300) + 0.05 * i * truth, truth) for i, name in enumerate(names)}
+    plot = plots.roc_curves(curves, {}, SUBTITLE)
+    ax = plot.figure.axes[0]
+    colours = {tuple(line.get_color()) for line in _curve_lines(ax, names).values()}
+    assert len(colours) == 12
+    legend = ax.get_legend()
+    assert legend is not None and len(legend.get_texts()) == 13  # + chance
+    plot.figure.canvas.draw()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # right of the axes
+    few = plots.roc_curves({n: curves[n] for n in names[:2]}, {}, SUBTITLE).figure
+    few.canvas.draw()
+    few_ax = few.axes[0]
+    few_legend = few_ax.get_legend()
+    assert few_legend is not None
+    assert few_legend.get_window_extent().x1 <= few_ax.get_window_extent().x1  # inside
+
+
+def test_series_styles_are_distinct_pairs() -> None:
+    styles = [plots.series_style(i) for i in range(60)]
+    assert len(set(styles)) == 60
+    assert len({color for color, _ in styles[:20]}) == 20
+
+
+def test_threshold_curves_trivial_f1_is_drawn_above_the_series() -> None:
+    scores, truth = _pool()
+    ax = plots.threshold_curves("mia", scores, truth, True, 0.5, SUBTITLE).figure.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    trivial = next(line for label, line in lines.items() if label.startswith("F1 of all"))
+    series = [lines[k] for k in ("precision", "recall", "F1")]
+    assert trivial.get_zorder() > max(line.get_zorder() for line in series)
+
+
+def test_training_curves_have_chance_lines_above_and_an_accuracy_axis_to_one() -> None:
+    rounds = np.arange(1, 5)
+    metrics = {
+        "fed/train_loss": [0.69, 0.68, 0.68, 0.67],
+        "fed/test_loss": [0.69, 0.69, 0.68, 0.68],
+        "fed/train_accuracy": [0.55, 0.56, 0.57, 0.57],
+        "fed/test_accuracy": [0.545, 0.55, 0.56, np.nan],
+    }
+    plot = plots.training_curves(rounds, metrics, SUBTITLE, prevalence=0.3)
+    d = plot.data
+    assert d["chance_accuracy"] == pytest.approx(0.7)
+    q = np.full(10, 0.3)  # always predicting the prevalence: log loss H(0.3)
+    assert d["chance_loss"] == pytest.approx(log_loss([1, 1, 1] + [0] * 7, q))
+    assert d["accuracy_ylim"] == pytest.approx((0.545 - 0.02, 1.0))  # an accuracy below chance
+    loss_ax, acc_ax = plot.figure.axes
+    assert acc_ax.get_ylim() == pytest.approx((0.525, 1.0))
+    for ax, chance in ((loss_ax, d["chance_loss"]), (acc_ax, 0.7)):
+        *series, line = ax.get_lines()
+        assert list(line.get_ydata()) == pytest.approx([chance, chance])
+        assert line.get_linestyle() == "--"
+        assert line.get_zorder() > max(s.get_zorder() for s in series)
+        assert any(text.startswith("chance") for text in _legend_texts(ax))
+    balanced = plots.training_curves(rounds, metrics, SUBTITLE).data
+    assert balanced["chance_accuracy"] == 0.5 and balanced["accuracy_ylim"][0] == 0.48
+    with pytest.raises(ValueError, match="prevalence"):
+        plots.training_curves(rounds, metrics, SUBTITLE, prevalence=1.5)
+
+
+def test_top_correlations_hatch_the_causal_snps_with_a_legend_entry() -> None:
+    genotypes, labels, names = _cohort()
+    causal = np.zeros(20, dtype=bool)
+    causal[[2, 17]] = True  # rs102 (strongly correlated) and rs117 (noise)
+    plot = plots.top_snp_correlations(genotypes, labels, names, SUBTITLE, k=10, causal=causal)
+    shown = plot.data["causal"]
+    np.testing.assert_array_equal(shown, [n in ("rs102", "rs117") for n in plot.data["names"]])
+    assert shown.sum() >= 1
+    ax = plot.figure.axes[0]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    by_height = sorted(bars, key=lambda bar: -bar.get_y())  # top bar first, as names
+    assert [bool(bar.get_hatch()) for bar in by_height] == list(shown)
+    legend = _legend_texts(ax)
+    assert f"causal SNP ({int(shown.sum())} of 2 shown)" in legend
+    unknown = plots.top_snp_correlations(genotypes, labels, names, SUBTITLE)
+    assert unknown.data["causal"] is None
+    assert not any(p.get_hatch() for p in unknown.figure.axes[0].patches)
+    with pytest.raises(ValueError, match="causal"):
+        plots.top_snp_correlations(genotypes, labels, names, SUBTITLE, causal=causal[:5])
+
+
+def test_run_figures_give_cohort_figures_a_cohort_subtitle_and_the_causal_snps() -> None:
+    arena = _arena()
+    causal = np.zeros(8, dtype=bool)
+    causal[2] = True
+    cohort = arena.cohort
+    known = Cohort(cohort.genotypes, cohort.labels, cohort.snp_names, {"causal": causal})
+    arena = Arena(known, arena.pool, arena.server, 0, SGDLogistic())
+    tasks = {t.function: t for t in run_figures(arena, [], [], SUBTITLE)}
+    top, pca = tasks["top_snp_correlations"], tasks["snp_pca"]
+    assert top.args[3] == pca.args[2] == "40 individuals x 8 SNPs, 1 causal"
+    np.testing.assert_array_equal(top.kwargs["causal"], causal)
+    assert top.draw().data["causal"] is not None
+    plain = {t.function: t for t in run_figures(_arena(), [], [], SUBTITLE)}
+    assert plain["top_snp_correlations"].kwargs == {}
+    assert plain["snp_pca"].args[2] == "40 individuals x 8 SNPs"

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
@@ -28,6 +29,25 @@ TRAINING_KEYS = ("fed/train_loss", "fed/test_loss", "fed/train_accuracy", "fed/t
 GRADIENT_NORM_LABEL = "scaled gradient norm ‖g‖ / √(4p+1)"
 EXACT_PCA_MAX = 500  # PCA exactly (a Gram matrix's eigendecomposition) up to this many SNPs/rows
 _MEMBER, _NON_MEMBER = "C3", "C0"
+#: Trivial baselines and chance lines are drawn above the series (lines default to zorder 2).
+BASELINE_ZORDER = 3.0
+#: Twenty distinct colours (tab20's dark shades, then its light ones): one per ROC curve.
+SERIES_COLORS = tuple(colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2)))
+SERIES_LINESTYLES = ("-", "--", "-.")
+#: ROC legends move outside the axes above this many curves.
+ROC_LEGEND_INSIDE_MAX = 4
+#: The ROC's y-axis runs to this (above TPR 1), so that a perfect attack's curve is not the frame.
+ROC_Y_HEADROOM = 1.25
+
+
+def series_style(i: int) -> tuple[tuple[float, float, float, float], str]:
+    """The RGBA colour and line style of the ``i``-th curve (0-based).
+
+    Distinct colours for the first 20 curves; dark and light shades of a hue also differ in
+    line style, and beyond 20 the (colour, style) pair stays distinct up to 60 curves.
+    """
+    color = SERIES_COLORS[i % len(SERIES_COLORS)]
+    return color, SERIES_LINESTYLES[(i // 10) % len(SERIES_LINESTYLES)]
 
 
 def _floats(x: ArrayLike, name: str) -> Floats:
@@ -61,6 +81,15 @@ def _matrix(genotypes: ArrayLike, labels: ArrayLike) -> tuple[Floats, NDArray[An
     return x, y
 
 
+def _density(counts: NDArray[np.int64], edges: Floats) -> Floats:
+    """Counts (bins,) as a density over ``edges`` (bins + 1,): integrates to 1; zeros if empty."""
+    total = float(np.sum(counts))
+    if total == 0:
+        return np.zeros(counts.size)
+    density: Floats = counts / (total * np.diff(edges))
+    return density
+
+
 def gradient_norm_histogram(
     norms: ArrayLike,
     is_member: ArrayLike,
@@ -87,7 +116,11 @@ def gradient_norm_histogram(
     -------
     Plot
         Name ``gradient_norm_histogram``; data ``bin_edges`` (bins + 1,), ``member_counts`` and
-        ``non_member_counts`` (bins,) raw counts (summing to the class sizes), ``threshold``.
+        ``non_member_counts`` (bins,) raw counts (summing to the class sizes),
+        ``member_density`` and ``non_member_density`` (bins,) the drawn densities (each
+        integrates to 1 over the edges; zeros for an empty class), ``threshold``. Densities,
+        not counts, are drawn, so classes of unequal size (members 4:1) with the same
+        distribution look the same; the class sizes are in the legend.
     """
     x = _floats(norms, "norms")
     member = _truth(is_member, "is_member", x.size)
@@ -96,15 +129,19 @@ def gradient_norm_histogram(
     edges = np.histogram_bin_edges(x, bins=bins)
     member_counts = np.histogram(x[member], bins=edges)[0]
     non_member_counts = np.histogram(x[~member], bins=edges)[0]
+    member_density, non_member_density = (
+        _density(member_counts, edges),
+        _density(non_member_counts, edges),
+    )
 
     fig = new_figure("Gradient norms: members vs non-members", subtitle)
     ax = fig.add_subplot()
-    for counts, color, label in (
-        (non_member_counts, _NON_MEMBER, f"non-members (n={int(np.sum(~member))})"),
-        (member_counts, _MEMBER, f"members (n={int(np.sum(member))})"),
+    for density, color, label in (
+        (non_member_density, _NON_MEMBER, f"non-members (n={int(np.sum(~member))})"),
+        (member_density, _MEMBER, f"members (n={int(np.sum(member))})"),
     ):
-        ax.stairs(counts, edges, fill=True, alpha=0.35, color=color)
-        ax.stairs(counts, edges, color=color, linewidth=1.2, label=label)
+        ax.stairs(density, edges, fill=True, alpha=0.35, color=color)
+        ax.stairs(density, edges, color=color, linewidth=1.2, label=label)
     ax.axvline(
         threshold,
         color="black",
@@ -113,12 +150,14 @@ def gradient_norm_histogram(
         label=f"threshold t={threshold:.4g}",
     )
     ax.set_xlabel(GRADIENT_NORM_LABEL)
-    ax.set_ylabel("count of targets per bin")
+    ax.set_ylabel("density (fraction of the class per unit norm)")
     ax.legend(fontsize=8)
     data = {
         "bin_edges": edges,
         "member_counts": member_counts,
         "non_member_counts": non_member_counts,
+        "member_density": member_density,
+        "non_member_density": non_member_density,
         "threshold": float(threshold),
     }
     return Plot("gradient_norm_histogram", fig, data)
@@ -262,6 +301,7 @@ def top_snp_correlations(
     snp_names: Sequence[str],
     subtitle: str,
     k: int = 10,
+    causal: ArrayLike | None = None,
 ) -> Plot:
     """Signed horizontal bars of the ``k`` SNPs most correlated with the label, largest on top.
 
@@ -274,12 +314,16 @@ def top_snp_correlations(
         The experiment's key settings, shown under the title.
     k : int
         Number of SNPs shown (at most p).
+    causal : array of bool, shape (p,), optional
+        Which SNPs carry an effect on the phenotype, where the cohort knows it (a simulated
+        cohort's ``metadata["causal"]``): their bars are hatched, with a legend entry.
 
     Returns
     -------
     Plot
         Name ``top_snp_correlations``; data ``names`` (list of min(k, p) str) and ``r``
-        (min(k, p),) signed Pearson r, in descending |r| order (ties: lower SNP index first).
+        (min(k, p),) signed Pearson r, in descending |r| order (ties: lower SNP index first);
+        ``causal`` (min(k, p),) bool of the bars shown, or None when not known.
     """
     r_all = snp_label_correlations(genotypes, labels)
     if len(snp_names) != r_all.size:
@@ -288,11 +332,18 @@ def top_snp_correlations(
         raise ValueError(f"k must be positive, got {k}")
     order = np.argsort(-np.abs(r_all), kind="stable")[:k]
     names, r = [str(snp_names[i]) for i in order], r_all[order]
+    causal_all = None if causal is None else _truth(causal, "causal", r_all.size)
+    shown_causal = None if causal_all is None else causal_all[order]
 
     fig = new_figure(f"Top {r.size} SNPs by |Pearson r| with the label", subtitle)
     ax = fig.add_subplot()
     y = np.arange(r.size)[::-1]
     bars = ax.barh(y, r, color=[_MEMBER if v > 0 else _NON_MEMBER for v in r], height=0.7)
+    if shown_causal is not None:
+        for bar, is_causal in zip(bars, shown_causal, strict=True):
+            if is_causal:
+                bar.set_hatch("///")
+                bar.set_edgecolor("black")
     ax.bar_label(bars, labels=[f"{v:+.3f}" for v in r], fontsize=7, padding=2)
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(y, names, fontsize=8)
@@ -301,8 +352,13 @@ def top_snp_correlations(
     ax.set_xlabel("Pearson r between minor-allele count and label (signed)")
     ax.set_ylabel("SNP")
     handles = [Patch(color=_MEMBER, label="r > 0"), Patch(color=_NON_MEMBER, label="r ≤ 0")]
+    if causal_all is not None and shown_causal is not None:
+        n_causal = int(np.count_nonzero(causal_all))
+        label = f"causal SNP ({int(shown_causal.sum())} of {n_causal} shown)"
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label=label))
     ax.legend(handles=handles, fontsize=8, loc="lower right")
-    return Plot("top_snp_correlations", fig, {"names": names, "r": r})
+    data = {"names": names, "r": r, "causal": shown_causal}
+    return Plot("top_snp_correlations", fig, data)
 
 
 def roc_curves(
@@ -329,7 +385,11 @@ def roc_curves(
         Name ``roc``; data ``curves`` {attack: {"fpr", "tpr": (g + 1,) from `metrics.roc`,
         "auc": float from `metrics.auc`}}, ``operating_points`` {attack: (fpr, tpr)},
         ``x_floor`` = 1 / most non-members and ``y_floor`` = 1 / most members of any attack
-        (the axes run from the floors to 1).
+        (the x-axis runs from its floor to 1, the y-axis to `ROC_Y_HEADROOM`), ``coincide``
+        {attack: the earlier attack whose (fpr, tpr) it equals} (said in its legend label),
+        ``on_top`` [attacks whose TPR reaches 1 at FPR <= 0.01, drawn with markers]. Curves
+        have distinct colours (`series_style`); above `ROC_LEGEND_INSIDE_MAX` the legend
+        goes outside the axes.
     """
     if not curves:
         raise ValueError("roc_curves needs at least one attack's curve")
@@ -346,17 +406,63 @@ def roc_curves(
         most_pos = max(most_pos, int(np.count_nonzero(t)))
     x_floor, y_floor = 1.0 / most_neg, 1.0 / most_pos
 
-    fig = new_figure("ROC curves (log-log)", subtitle)
+    # Identical curves (two attacks computing the same statistic) would hide each other: the
+    # later one says so in its label. A curve at TPR 1 over most of the FPR range (AUC near 1)
+    # runs along the top frame: the y-axis gets headroom and such curves get markers.
+    coincide: dict[str, str] = {}
+    for i, (attack, c) in enumerate(drawn.items()):
+        for earlier, e in list(drawn.items())[:i]:
+            same = np.array_equal(c["fpr"], e["fpr"]) and np.array_equal(c["tpr"], e["tpr"])
+            if same:
+                coincide[attack] = coincide.get(earlier, earlier)
+                break
+    on_top = [attack for attack, c in drawn.items() if c["fpr"][np.argmax(c["tpr"] >= 1.0)] <= 0.01]
+    y_top = ROC_Y_HEADROOM
+
+    many = len(drawn) > ROC_LEGEND_INSIDE_MAX
+    fig = new_figure("ROC curves (log-log)", subtitle, size=(8.6, 4.6) if many else (6.4, 4.4))
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
     low = min(x_floor, y_floor)
-    ax.plot([low, 1.0], [low, 1.0], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.plot(
+        [low, 1.0],
+        [low, 1.0],
+        color="grey",
+        linestyle=":",
+        linewidth=1,
+        zorder=BASELINE_ZORDER,
+        label="chance",
+    )
     for i, (attack, c) in enumerate(drawn.items()):
-        color = f"C{i}"
+        color, linestyle = series_style(i)
+        if attack in coincide:  # dashed over the curve it equals, which shows between dashes
+            linestyle = "--"
+        note = f", coincides with {coincide[attack]}" if attack in coincide else ""
+        label = f"{attack} (AUC {c['auc']:.3f}{note})"
         ax.plot(
-            c["fpr"], c["tpr"], color=color, linewidth=1.4, label=f"{attack} (AUC {c['auc']:.3f})"
+            c["fpr"],
+            c["tpr"],
+            color=color,
+            linestyle=linestyle,
+            linewidth=1.4,
+            marker="v" if attack in on_top else None,
+            markersize=5,
+            markevery=[],  # the marker shows in the legend; the markers themselves follow
+            label=label,
         )
+        if attack in on_top:  # markers evenly spaced on the log axis, on the curve
+            at = np.geomspace(x_floor, 1.0, 9)
+            reached = np.maximum.accumulate(c["tpr"])[np.searchsorted(c["fpr"], at, "right") - 1]
+            ax.plot(
+                at,
+                np.maximum(reached, y_floor),
+                marker="v",
+                markersize=5,
+                linestyle="",
+                color=color,
+                clip_on=False,
+            )
         if attack in operating_points:
             op_fpr, op_tpr = operating_points[attack]
             ax.plot(
@@ -369,7 +475,7 @@ def roc_curves(
                 clip_on=False,
             )
     ax.set_xlim(x_floor, 1.0)
-    ax.set_ylim(y_floor, 1.0)
+    ax.set_ylim(y_floor, y_top)
     for axis in (ax.xaxis, ax.yaxis):  # plain decade labels, no minor ticks: 2.5x faster to save
         axis.set_major_formatter(FormatStrFormatter("%g"))
         axis.set_minor_locator(NullLocator())
@@ -389,12 +495,17 @@ def roc_curves(
                 label="chosen threshold",
             )
         )
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    if many:
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(handles=handles, fontsize=8, loc="lower right")
     data = {
         "curves": drawn,
         "operating_points": {a: (float(f), float(t)) for a, (f, t) in operating_points.items()},
         "x_floor": x_floor,
         "y_floor": y_floor,
+        "coincide": coincide,
+        "on_top": on_top,
     }
     return Plot("roc", fig, data)
 
@@ -482,7 +593,11 @@ def threshold_curves(
     ax.plot(thresholds, recall, color="C1", label="recall")
     ax.plot(thresholds, f1, color="C2", linewidth=2, label="F1")
     ax.axhline(
-        trivial_f1, color="grey", linestyle="--", label=f"F1 of all-positive ({trivial_f1:.3f})"
+        trivial_f1,
+        color="grey",
+        linestyle="--",
+        zorder=BASELINE_ZORDER,
+        label=f"F1 of all-positive ({trivial_f1:.3f})",
     )
     ax.axvline(threshold, color="black", linestyle=":", label=f"chosen t={threshold:.4g}")
     rule = "≥" if higher_is_positive else "≤"
@@ -502,9 +617,18 @@ def threshold_curves(
 
 
 def training_curves(
-    rounds: ArrayLike, metrics: Mapping[str, Sequence[float]], subtitle: str
+    rounds: ArrayLike,
+    metrics: Mapping[str, Sequence[float]],
+    subtitle: str,
+    prevalence: float = 0.5,
 ) -> Plot:
     """Pooled loss and accuracy of the global model over the FedAvg rounds, in two panels.
+
+    Each panel has the chance level of a model that ignores the genotypes (dashed, above the
+    curves): accuracy max(q, 1 - q) of always calling the majority label, and log loss
+    H(q) = -q ln q - (1 - q) ln(1 - q) of always predicting the prevalence q. The accuracy
+    axis runs from the lower of chance and the lowest accuracy (less 0.02) to 1, so that a
+    model barely above chance does not look like a steep climb.
 
     Parameters
     ----------
@@ -514,11 +638,14 @@ def training_curves(
         ``fed/test_accuracy``), each of length R (NaN leaves a gap); other keys are ignored.
     subtitle : str
         The experiment's key settings, shown under the title.
+    prevalence : float
+        Share of label 1 among the individuals, in [0, 1].
 
     Returns
     -------
     Plot
-        Name ``training_curves``; data ``rounds`` (R,) and each of `TRAINING_KEYS` (R,) float64.
+        Name ``training_curves``; data ``rounds`` (R,) and each of `TRAINING_KEYS` (R,)
+        float64, ``chance_accuracy`` and ``chance_loss`` (floats), ``accuracy_ylim`` (lo, 1.0).
     """
     x = _floats(rounds, "rounds")
     missing = [key for key in TRAINING_KEYS if key not in metrics]
@@ -528,23 +655,60 @@ def training_curves(
     wrong = {key: v.shape for key, v in series.items() if v.shape != x.shape}
     if wrong:
         raise ValueError(f"metrics must have the shape of rounds {x.shape}, got {wrong}")
+    if not 0.0 <= prevalence <= 1.0:
+        raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
+    q = float(prevalence)
+    chance_accuracy = max(q, 1.0 - q)
+    chance_loss = -sum(v * np.log(v) for v in (q, 1.0 - q) if v > 0)
+    accuracies = np.concatenate([series["fed/train_accuracy"], series["fed/test_accuracy"]])
+    finite = accuracies[np.isfinite(accuracies)]
+    lowest = min(chance_accuracy, float(finite.min())) if finite.size else chance_accuracy
+    accuracy_ylim = (max(0.0, lowest - 0.02), 1.0)
 
     fig = new_figure("Training curves of the global model (pooled)", subtitle, size=(9.0, 4.0))
     loss_ax, acc_ax = fig.subplots(1, 2)
     marker = "o" if x.size <= 30 else None
-    for ax, kind, ylabel in (
-        (loss_ax, "loss", "log loss (cross-entropy, nats)"),
-        (acc_ax, "accuracy", "accuracy (fraction correct)"),
+    for ax, kind, ylabel, chance, chance_label in (
+        (
+            loss_ax,
+            "loss",
+            "log loss (cross-entropy, nats)",
+            chance_loss,
+            f"chance: predict prevalence ({chance_loss:.3f})",
+        ),
+        (
+            acc_ax,
+            "accuracy",
+            "accuracy (fraction correct)",
+            chance_accuracy,
+            f"chance: majority label ({chance_accuracy:.3f})",
+        ),
     ):
         for split, color in (("train", "C0"), ("test", "C1")):
             y = series[f"fed/{split}_{kind}"]
             ax.plot(x, y, color=color, marker=marker, markersize=3, label=f"{split} rows")
+        ax.axhline(
+            chance,
+            color="grey",
+            linestyle="--",
+            linewidth=1.2,
+            zorder=BASELINE_ZORDER,
+            label=chance_label,
+        )
         ax.set_xlabel("FedAvg round")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return Plot("training_curves", fig, {"rounds": x, **series})
+    acc_ax.set_ylim(*accuracy_ylim)
+    data = {
+        "rounds": x,
+        **series,
+        "chance_accuracy": chance_accuracy,
+        "chance_loss": float(chance_loss),
+        "accuracy_ylim": accuracy_ylim,
+    }
+    return Plot("training_curves", fig, data)
 
 
 def client_auc_bars(per_client: Mapping[str, Mapping[int, float]], subtitle: str) -> Plot:
@@ -582,7 +746,9 @@ def client_auc_bars(per_client: Mapping[str, Mapping[int, float]], subtitle: str
         ax.bar(x[shown] + offset, values[i, shown], width=width, color=f"C{i}", label=attack)
         for position in x[~shown] + offset:
             ax.text(position, 0.01, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
-    ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(
+        0.5, color="black", linestyle="--", linewidth=1, zorder=BASELINE_ZORDER, label="chance"
+    )
     ax.set_xticks(x, [str(c) for c in clients])
     if clients:
         ax.set_xlim(-0.5, len(clients) - 0.5)
@@ -668,7 +834,14 @@ def leakage_over_rounds(
                 linestyle="",
                 color=f"C{i}",
             )
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=chance_label)
+        ax.axhline(
+            chance,
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            zorder=BASELINE_ZORDER,
+            label=chance_label,
+        )
         ax.set_xlabel("FedAvg round attacked")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

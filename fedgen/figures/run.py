@@ -30,7 +30,10 @@ def run_figures(
     (``assessments[i]`` is ``attacks[i]``'s): the gradient-norm histogram is G-MIA's scores as
     that attack computed them, drawn only if it ran. ``subtitle`` names the experiment;
     figures that show a threshold add it. Figures that do not depend on a threshold are then
-    identical across a threshold sweep, and the figure pool draws them once.
+    identical across a threshold sweep, and the figure pool draws them once. The cohort
+    figures depend on the cohort only, so their subtitle names only its size (and the causal
+    SNPs a simulated cohort knows, which the correlation bars mark), and they are drawn once
+    for all federation settings too.
     """
     # Attacks that score no targets (label_counts estimates per client) have no ROC or scores.
     scored = [(attack, a) for attack, a in zip(attacks, assessments, strict=True) if a.truth.size]
@@ -50,21 +53,31 @@ def run_figures(
     # The cohort figures see at most PCA_MAX_CELLS genotype cells (a random subset of rows of
     # a biobank-sized cohort): each task is pickled to the drawing process.
     genotypes, labels = cohort.genotypes, cohort.labels
+    causal = cohort.metadata.get("causal")
+    about_cohort = f"{cohort.n_individuals:,} individuals x {cohort.n_snps:,} SNPs"
+    if causal is not None:
+        about_cohort += f", {int(np.count_nonzero(causal))} causal"
+    correlated_on = about_cohort
     if genotypes.size > PCA_MAX_CELLS:
         keep = PCA_MAX_CELLS // max(1, cohort.n_snps)
         rows = np.sort(
             child_rng(arena.seed, "figures/rows").choice(cohort.n_individuals, keep, False)
         )
         genotypes, labels = genotypes[rows], labels[rows]
+        correlated_on = f"{about_cohort}; r on {keep:,} random individuals"
     figures += [
         Task(
             "snp_pca",
-            (genotypes, labels, subtitle, child_rng(arena.seed, "figures/pca")),
+            (genotypes, labels, about_cohort, child_rng(arena.seed, "figures/pca")),
             # A simulated cohort (it knows its causal SNPs) gets dots by label; a real one
             # (a file) only a density: its individuals' points stay out of shared figures.
             {"density": "causal" not in cohort.metadata},
         ),
-        Task("top_snp_correlations", (genotypes, labels, list(cohort.snp_names), subtitle)),
+        Task(
+            "top_snp_correlations",
+            (genotypes, labels, list(cohort.snp_names), correlated_on),
+            {} if causal is None else {"causal": causal},
+        ),
     ]
     rounds = arena.server.rounds
     if rounds:
@@ -76,6 +89,7 @@ def run_figures(
                     {k: [r.metrics[k] for r in rounds] for k in POOLED},
                     subtitle,
                 ),
+                {"prevalence": float(np.mean(cohort.labels))},
             )
         )
     if not assessments:
