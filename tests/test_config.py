@@ -273,4 +273,4 @@ def test_flatten_and_run_name() -> None:
         ],
         ["gmia"],
         0.45,
-    ) == ("gmia t=0.45 seed=1 federation.num_clients=3")
+    ) == ("seed=1 · num_clients=3 · gmia t=0.45")

@@ -299,15 +299,29 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def run_name(overrides: Sequence[str], attacks: Sequence[str] = (), threshold: float = 0.5) -> str:
-    """A run's name in the MLflow UI: its attacks and threshold, then its other overrides.
+    """A run's name in the MLflow UI: what differs first and short, then attacks and threshold.
 
-    For example ``gmia t=0.45`` or ``mia,gmia,lia t=0.5 seed=1 federation.num_clients=3``, so
-    the runs of a sweep tell themselves apart in the UI's run list.
+    Each override shows as the last part of its key and its value, so the runs of a sweep tell
+    themselves apart at a glance: ``["federation.num_clients=10", "attack=gmia"]`` gives
+    ``num_clients=10 · gmia t=0.45``. Keys whose last parts clash keep their full path; more
+    than three attacks show as their number (``9 attacks``); the name stays within 90
+    characters.
     """
     skip = ("hydra.", "tracking.", "attack=", "threshold=")
-    shown = [o for o in overrides if not o.startswith(skip)]
-    head = f"{','.join(attacks) or 'no attack'} t={threshold:g}"
-    return " ".join([head, *shown])
+    pairs = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and not override.lstrip("+~").startswith(skip):
+            pairs.append((key, value if len(value) <= 24 else value[:23] + "…"))
+    last = [key.rsplit(".", 1)[-1] for key, _ in pairs]
+    shown = [
+        f"{short if last.count(short) == 1 else key}={value}"
+        for short, (key, value) in zip(last, pairs, strict=True)
+    ]
+    listed = ",".join(attacks)
+    named = listed if len(attacks) <= 3 and len(listed) <= 30 else f"{len(attacks)} attacks"
+    name = " · ".join([*shown, f"{named or 'no attack'} t={threshold:g}"])
+    return name if len(name) <= 90 else name[:89] + "…"
 
 
 def _git_commit() -> str | None:

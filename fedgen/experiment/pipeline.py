@@ -36,7 +36,7 @@ from fedgen.figures.run import run_figures
 from fedgen.models import Model
 from fedgen.reporting import attack_logs
 from fedgen.reporting.report import RunRecord, dump_run_json, write_run_report
-from fedgen.tracking.trackers import Tracker, tracked_run
+from fedgen.tracking.trackers import MlflowTracker, Tracker, tracked_run
 
 log = logging.getLogger("fedgen")
 
@@ -178,6 +178,9 @@ def run_experiment(exp: Experiment) -> Outcome:
         if exp.sweep_dir is not None and assessments:
             # Last, so that the sweep's table only ever holds rows of complete jobs.
             attack_logs.append(exp.sweep_dir / "attack_logs.csv", _rows(exp, assessments))
+    # Last: where the results are, the MLflow run and the UI page that opens on it.
+    where = exp.tracker.where() if isinstance(exp.tracker, MlflowTracker) else []
+    log.info("%s", "\n".join([f"results: {exp.output_dir.resolve()}", *where]))
     return Outcome(result, assessments, metrics)
 
 

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,36 @@ from fedgen.tracking.liveness import FAILURE_TAG
 from fedgen.tracking.trackers import FAILED, FINISHED, KILLED, PARENT_RUN_FILE, MlflowTracker
 
 log = logging.getLogger("fedgen")
+
+
+SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+
+
+def sweep_name(overrides: Sequence[str], when: str) -> str:
+    """The parent run's name: the keys the sweep varies (the last part of each) and ``when``.
+
+    For example ``sweep num_clients, seed 2026-12-02 14:05`` for
+    ``federation.num_clients=3,10 seed=range(3)``; ``sweep 2026-12-02 14:05`` if none varies.
+    """
+    swept = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and not key.startswith("hydra.") and _varies(value):
+            swept.append(key.rsplit(".", 1)[-1])
+    return " ".join(["sweep", *([", ".join(swept)] if swept else []), when])
+
+
+def _varies(value: str) -> bool:
+    """Whether a Hydra override value lists several values (``a,b``, ``range(3)``, ...)."""
+    if value.startswith(SWEEP_FUNCTIONS):
+        return True
+    depth = 0
+    for char in value:
+        depth += char in "[({"
+        depth -= char in "])}"
+        if char == "," and depth == 0:
+            return True
+    return False
 
 
 class SweepParentRun(Callback):
@@ -56,7 +88,7 @@ class SweepParentRun(Callback):
         if not isinstance(tracker, MlflowTracker):
             return
         tracker.start_run(
-            f"sweep {sweep_dir.name}",
+            sweep_name(list(config.hydra.overrides.task), time.strftime("%Y-%m-%d %H:%M")),
             params={},
             tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
         )

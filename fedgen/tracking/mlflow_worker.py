@@ -6,9 +6,11 @@ while the main process composes the config, and the main process never imports M
 
 Once MLflow is imported, the worker writes ``{"ready": true}``; then it answers every request,
 in order, with one line. Requests and their replies:
-``open {store, uri, experiment, artifact_location, timeout_s}`` -> ``{reaped: [run ids]}``:
-opens the store, writes to it once (an experiment tag) and to its artifact root, and marks
-FAILED the runs of this host whose process is gone (:mod:`.liveness`);
+``open {store, uri, experiment, artifact_location, timeout_s}`` -> ``{reaped: [run ids],
+experiment_id}``: opens the store, writes to it once (an experiment tag; also
+``mlflow.experimentKind``, if unset, so that MLflow UIs that read it show the runs table) and to
+its artifact root, and marks FAILED the runs of this host whose process is gone
+(:mod:`.liveness`);
 ``start_run {store, name, tags, params, handle?}`` -> ``{run_id}`` (later requests may name the
 run by its ``handle`` instead of its id);
 ``log_history {run_id, steps: [[step, {key: value}], ...]}``; ``set_tags {run_id, tags}``;
@@ -60,6 +62,11 @@ from fedgen.tracking.trackers import NETWORK_SCHEMES, sqlite_path
 READY = {"ready": True}
 ORPHAN_GRACE_S = 10.0  # parent gone: time to close the open runs before exiting anyway
 HURRY = getattr(signal, "SIGUSR1", None)  # the main process was interrupted: skip bulk writes
+# MLflow 3's UIs that read it open an experiment of this kind on its runs table (model
+# training), not on the GenAI traces overview. MLflow 3.17's UI goes by its own global
+# toggle instead, which ``?workflowType=machine_learning`` in the URL sets (trackers.ui_url).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _hurry = threading.Event()  # set by HURRY: runs that lose writes end KILLED
 _skip = threading.Event()  # set by HURRY or when the parent is gone: skip metrics and artifacts
 
@@ -136,7 +143,7 @@ class _Store:
         except Exception as exc:
             raise StoreError(_explain(uri, exc)) from None
         self.stores[store] = (client, experiment_id, uri)
-        return {"reaped": reaped}
+        return {"reaped": reaped, "experiment_id": experiment_id}
 
     def _open_locked(
         self, uri: str, experiment: str, artifact_location: str | None
@@ -176,7 +183,10 @@ class _Store:
 
         stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {host()} pid {os.getppid()}"
         client.set_experiment_tag(experiment_id, "fedgen.last_opened", stamp)
-        location = client.get_experiment(experiment_id).artifact_location or ""
+        found = client.get_experiment(experiment_id)
+        if EXPERIMENT_KIND_TAG not in (found.tags or {}):  # a kind chosen in the UI is kept
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        location = found.artifact_location or ""
         parsed = urlparse(location)
         if parsed.scheme not in ("", "file"):
             return  # a remote artifact store: its first upload tells

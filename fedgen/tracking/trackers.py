@@ -160,6 +160,31 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     return f"sqlite:///{launch_dir.resolve() / 'mlflow.db'}"
 
 
+UI_ADDRESS = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
+# MLflow 3 opens an experiment on its GenAI traces overview unless the URL (or the UI's global
+# toggle) asks for model training; this query keeps the run list and run pages.
+UI_QUERY = "workflowType=machine_learning"
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
+    """The MLflow UI's page of an experiment's run list (or of one run), in model-training mode.
+
+    For example ``http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning``.
+    """
+    route = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{address.rstrip('/')}/#/{route}?{UI_QUERY}"
+
+
+def ui_command(uri: str) -> str | None:
+    """The command that serves the MLflow UI of the store ``uri``; None for a tracking server
+    (it serves its own UI at ``uri``)."""
+    if urlparse(uri).scheme.lower() in ("http", "https"):
+        return None
+    mlflow = Path(sys.executable).parent / "mlflow"
+    program = str(mlflow) if mlflow.exists() else "mlflow"
+    return f"{program} ui --backend-store-uri {uri}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (absolute after four slashes), else None."""
     prefix = "sqlite:///"
@@ -203,6 +228,7 @@ class _Worker:
         self.ready = threading.Event()  # MLflow is imported: the worker answers from now on
         self.abandoned = False
         self.stores: dict[tuple[str, str], str] = {}  # (uri, experiment) -> key, once checked
+        self.experiment_ids: dict[str, str] = {}  # store key -> the experiment's MLflow id
         self._staging: Path | None = None
         self._staged = itertools.count()
         self._stage_lock = threading.Lock()  # figures are staged from the pool's threads
@@ -437,6 +463,8 @@ class MlflowTracker:
         self._handle: str | None = None  # names the open run in requests to the worker
         self._ticket: int | None = None  # the start_run request, whose reply holds the run id
         self._run_id: str | None = None
+        # The last run ended: its id, else the start_run request whose reply holds it.
+        self._last: tuple[str | None, _Worker | None, int | None] = (None, None, None)
         self._store = self._open()
 
     @property
@@ -486,7 +514,30 @@ class MlflowTracker:
                 ", ".join(reaped),
             )
         worker.stores[(self.uri, self.experiment)] = key
+        worker.experiment_ids[key] = str(reply.get("experiment_id", ""))
         return key
+
+    @property
+    def experiment_id(self) -> str:
+        """The MLflow id of ``tracking.experiment`` in the store."""
+        return _get_worker().experiment_ids.get(self._store, "")
+
+    def where(self) -> list[str]:
+        """Console lines naming the last run ended, its store and the UI page that shows it."""
+        run_id, worker, ticket = self._last
+        known = worker is not None and worker.alive() and ticket in worker.wanted
+        if run_id is None and known and worker is not None and ticket is not None:
+            with contextlib.suppress(TrackingError):
+                run_id = str(worker.result(ticket)["run_id"])
+                self._last = (run_id, None, None)
+        if run_id is None:
+            return []
+        lines = [f"MLflow run {run_id} in experiment {self.experiment} ({self.uri})"]
+        command = ui_command(self.uri)
+        address = UI_ADDRESS if command else self.uri
+        url = ui_url(self.experiment_id, run_id, address)
+        lines.append(f"see it: {command} then open {url}" if command else f"see it: open {url}")
+        return lines
 
     def _worker(self) -> _Worker:
         worker = _get_worker()
@@ -567,5 +618,6 @@ class MlflowTracker:
     def end_run(self, status: str) -> None:
         """Close the run as ``status``; the worker makes it FAILED if anything was lost."""
         if self._handle is not None:
+            self._last = (self._run_id, _get_worker(), self._ticket)
             handle, self._handle, self._ticket = self._handle, None, None
             self._send("end_run", run_id=handle, status=status)
