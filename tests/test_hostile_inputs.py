@@ -9,6 +9,8 @@ the figure processes, which the CLI starts early for speed, are not started here
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,20 +154,24 @@ STORE_CASES: list[tuple[list[str], str]] = [
     ("args", "first_line"), STORE_CASES, ids=[" ".join(a) for a, _ in STORE_CASES]
 )
 def test_a_bad_store_is_one_line_before_training_and_leaves_no_run(
-    workdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    args: list[str],
-    first_line: str,
+    tmp_path: Path, args: list[str], first_line: str
 ) -> None:
-    monkeypatch.setattr(
-        sys, "argv", ["fedgen", "dataset=tiny", "federation.num_rounds=2", "figures=false", *args]
+    # A subprocess: the store is opened by the MLflow helper process, which must be this
+    # command's own (an in-process run would share one with earlier tests).
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["FEDGEN_CACHE_DIR"] = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "fedgen", "dataset=tiny", "federation.num_rounds=2"]
+    out = subprocess.run(
+        [*command, "figures=false", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    assert stop.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("fedgen: error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"fedgen: error: {first_line}"), err
-    assert "round 1/" not in err  # the store is checked before training
-    assert not (workdir / "mlflow.db").exists()
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("fedgen: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"fedgen: error: {first_line}"), out.stderr
+    assert "round 1/" not in out.stderr + out.stdout  # the store is checked before training
+    assert not (tmp_path / "mlflow.db").exists()
