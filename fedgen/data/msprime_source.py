@@ -46,7 +46,7 @@ from fedgen.core.cachedir import default_cache_dir
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import Cohort
 from fedgen.data.coalescent import Simulation, demographic_model, simulate_cached
-from fedgen.data.phenotype import LiabilityPhenotype
+from fedgen.data.phenotype import LiabilityPhenotype, cohort_checks
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,9 @@ class MsprimeCohort:
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             raise ConfigError(f"dataset.cache_dir={self.cache_dir!r} must be a path or null")
         checks = [
-            (self.n_individuals >= 2, "dataset.n_individuals must be at least 2"),
-            (self.n_snps >= 1, "dataset.n_snps must be at least 1"),
-            (
-                0 <= self.n_causal <= self.n_snps,
-                f"dataset.n_causal={self.n_causal} must be between 0 and dataset.n_snps="
-                f"{self.n_snps}",
+            *cohort_checks(
+                self.n_individuals, self.n_snps, self.n_causal, self.heritability, self.prevalence
             ),
-            (0.0 <= self.heritability <= 1.0, "dataset.heritability must be in [0, 1]"),
-            (0.0 < self.prevalence < 1.0, "dataset.prevalence must be in (0, 1)"),
             (
                 self.sequence_length >= 1 and float(self.sequence_length).is_integer(),
                 "dataset.sequence_length must be a whole number of bp, at least 1",

@@ -8,6 +8,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+def cohort_checks(
+    n_individuals: int, n_snps: int, n_causal: int, heritability: float, prevalence: float
+) -> list[tuple[bool, str]]:
+    """The size and phenotype settings every simulated source checks: (holds, message) pairs."""
+    return [
+        (n_individuals >= 2, "dataset.n_individuals must be at least 2"),
+        (n_snps >= 1, "dataset.n_snps must be at least 1"),
+        (
+            0 <= n_causal <= n_snps,
+            f"dataset.n_causal={n_causal} must be between 0 and dataset.n_snps={n_snps}",
+        ),
+        (0.0 <= heritability <= 1.0, "dataset.heritability must be in [0, 1]"),
+        (0.0 < prevalence < 1.0, "dataset.prevalence must be in (0, 1)"),
+    ]
+
+
 @dataclass(frozen=True)
 class LiabilityPhenotype:
     """A liability-threshold phenotype drawn for a cohort, reusable for reference individuals.

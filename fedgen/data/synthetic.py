@@ -40,7 +40,7 @@ from scipy.special import ndtri
 
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import Cohort
-from fedgen.data.phenotype import LiabilityPhenotype
+from fedgen.data.phenotype import LiabilityPhenotype, cohort_checks
 
 _LEVELS = 65536.0
 _CHUNK_CELLS = 1 << 22
@@ -75,15 +75,9 @@ class SyntheticCohort:
         if isinstance(self.n_reference, bool) or not isinstance(self.n_reference, int):
             raise ConfigError(f"dataset.n_reference={self.n_reference!r} must be an integer")
         checks = [
-            (self.n_individuals >= 2, "dataset.n_individuals must be at least 2"),
-            (self.n_snps >= 1, "dataset.n_snps must be at least 1"),
-            (
-                0 <= self.n_causal <= self.n_snps,
-                f"dataset.n_causal={self.n_causal} must be between 0 and dataset.n_snps="
-                f"{self.n_snps}",
+            *cohort_checks(
+                self.n_individuals, self.n_snps, self.n_causal, self.heritability, self.prevalence
             ),
-            (0.0 <= self.heritability <= 1.0, "dataset.heritability must be in [0, 1]"),
-            (0.0 < self.prevalence < 1.0, "dataset.prevalence must be in (0, 1)"),
             (
                 0.0 < self.maf_low <= self.maf_high <= 0.5,
                 "dataset.maf_low and dataset.maf_high must satisfy 0 < maf_low <= maf_high <= 0.5",

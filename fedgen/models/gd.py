@@ -71,10 +71,6 @@ class GDLogistic(LinearLogistic):
         self.steps = steps
         self.alpha = float(alpha)
 
-    def init_params(self, n_features: int, seed: int) -> Params:
-        """All-zero ``coef`` (p,) and ``intercept`` (1,)."""
-        return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}
-
     def fit(
         self,
         params: Params,

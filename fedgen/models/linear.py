@@ -15,11 +15,15 @@ from fedgen.models.base import CLASSES, Params, log_loss_residual
 class LinearLogistic:
     """What every logistic-regression model shares: the logit ``x . coef + intercept``.
 
-    Parameters are ``coef`` float64 (p,) and ``intercept`` float64 (1,); subclasses say how a
-    client trains them (``init_params`` and ``fit``).
+    Parameters are ``coef`` float64 (p,) and ``intercept`` float64 (1,), both zero at the start;
+    subclasses say how a client trains them (``fit``).
     """
 
     linear = True
+
+    def init_params(self, n_features: int, seed: int) -> Params:
+        """All-zero ``coef`` (p,) and ``intercept`` (1,)."""
+        return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}
 
     def decision_function(self, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """``X @ coef + intercept``, float64 (n,)."""
@@ -72,10 +76,6 @@ class SGDLogistic(LinearLogistic):
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid model setting: {exc}") from None
         self._template = template
-
-    def init_params(self, n_features: int, seed: int) -> Params:
-        """All-zero ``coef`` (p,) and ``intercept`` (1,)."""
-        return {"coef": np.zeros(n_features), "intercept": np.zeros(1)}
 
     def fit(
         self,
