@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedgen.core import progress
 from fedgen.core.errors import ConfigError, DataError
 from fedgen.core.io import atomic_write_bytes
 
@@ -130,14 +131,16 @@ def simulate(sim: Simulation) -> Simulated:
         for name, count in zip(sim.populations, sim.counts, strict=True)
         if count
     ]
-    ts = msprime.sim_ancestry(
-        samples=samples,
-        demography=demography.model,
-        recombination_rate=_recombination_map(msprime, sim),
-        random_seed=sim.ancestry_seed,
-    )
-    rate = demography.mutation_rate if sim.mutation_rate is None else sim.mutation_rate
-    ts = msprime.sim_mutations(ts, rate=rate, random_seed=sim.mutation_seed)
+    with progress.step("simulating ancestry and mutations (msprime)", 2) as done:
+        ts = msprime.sim_ancestry(
+            samples=samples,
+            demography=demography.model,
+            recombination_rate=_recombination_map(msprime, sim),
+            random_seed=sim.ancestry_seed,
+        )
+        done(1)
+        rate = demography.mutation_rate if sim.mutation_rate is None else sim.mutation_rate
+        ts = msprime.sim_mutations(ts, rate=rate, random_seed=sim.mutation_seed)
     n_hap = ts.num_samples
     site_ids: list[int] = []
     derived: list[int] = []
@@ -165,7 +168,8 @@ def simulate(sim: Simulation) -> Simulated:
     if not np.array_equal(individual, np.repeat(np.arange(n_hap // 2), 2)):
         raise RuntimeError("msprime returned sample nodes out of individual order")
     by_site = np.empty((sim.n_snps, n_hap // 2), dtype=np.int8)
-    for j, variant in enumerate(kept_ts.variants()):
+    variants = progress.track(kept_ts.variants(), "genotypes from the trees", sim.n_snps)
+    for j, variant in enumerate(variants):
         hap = variant.genotypes.astype(np.int8)
         by_site[j] = hap[0::2] + hap[1::2]
     by_site[flip] = 2 - by_site[flip]

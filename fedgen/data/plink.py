@@ -19,6 +19,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from fedgen.core import progress
 from fedgen.core.errors import ConfigError, DataError
 from fedgen.core.records import Cohort
 from fedgen.data.genotypes import (
@@ -458,7 +459,8 @@ def _blocks(
 ) -> Iterator[tuple[int, NDArray[np.int8]]]:
     """(first column, block) over ``cols`` in column blocks of about ``_BLOCK_BYTES``."""
     step = max(1, _BLOCK_BYTES // max(1, rows.size))
-    for start in range(0, cols.size, step):
+    starts = range(0, cols.size, step)
+    for start in progress.track(starts, "reading genotypes"):
         yield start, reader.read(rows, cols[start : start + step])
 
 

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 import fedgen
 from fedgen.attacks import Arena, Attack
+from fedgen.core import progress
 from fedgen.core.errors import DataError
 from fedgen.core.io import atomic_write_text
 from fedgen.core.records import Cohort, FederationResult, Split
@@ -78,9 +79,10 @@ def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
 
 def train(training: Training, cohort: Cohort, split: Split) -> FederationResult:
     """Train the federation of ``training`` on ``cohort`` and ``split`` (no cache)."""
-    return train_federation(
-        cohort, split, training.federation, training.model, training.seed, training.defenses
-    )
+    with progress.step("training rounds", training.federation.num_rounds):
+        return train_federation(
+            cohort, split, training.federation, training.model, training.seed, training.defenses
+        )
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,10 @@ def _attack(
 ) -> tuple[Assessment, ...]:
     """Run every attack, log its metrics and the job's attack_logs.csv, print the table."""
     assert exp.evaluation is not None
-    done = tuple(assess(a, arena, exp.evaluation.n_bootstrap, delta) for a in exp.attacks)
+    done = tuple(
+        assess(a, arena, exp.evaluation.n_bootstrap, delta)
+        for a in progress.track(exp.attacks, "attacks")
+    )
     run.log_metrics(_namespaced(done))
     # Leakage over rounds, as MLflow charts: <attack>/per_round/<metric> with step = round.
     history: dict[int, dict[str, float]] = {}

@@ -16,6 +16,7 @@ from flwr.app import Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run, RunNotRunningException
 
+from fedgen.core import progress
 from fedgen.core.errors import FederationError
 from fedgen.core.records import FederationResult, Params, RoundRecord
 from fedgen.defenses.base import PARAM_NAMES
@@ -123,6 +124,7 @@ class RecordingGrid(Grid):
         self.rounds.append(
             RoundRecord(server_round, global_params, clients, counts, metrics, aggregate_only)
         )
+        progress.advance("training rounds")
         log.info(
             "round %d/%d  train loss %.4f acc %.4f | test loss %.4f acc %.4f",
             server_round,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgen.core import lifecycle
+from fedgen.core import lifecycle, progress
 from fedgen.core.io import atomic_write_bytes
 from fedgen.figures.base import Plot, save_png
 
@@ -193,9 +193,20 @@ def _callback(
 
 
 def wait() -> None:
-    """Block until every submitted figure has been drawn and handed to its callback."""
+    """Block until every submitted figure has been drawn and handed to its callback (a
+    progress bar counts them down when drawing is still under way)."""
     with _lock:
-        _idle.wait_for(lambda: not _outstanding)
+        pending = len(_outstanding)
+    if not pending:
+        return
+    with progress.step("figures", total=pending) as done, _lock:
+        left = pending
+        while _outstanding:
+            _idle.wait()
+            now = len(_outstanding)
+            if now < left:
+                done(left - now)
+                left = now
 
 
 def abort() -> int:
