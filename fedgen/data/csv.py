@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fedgen.core import progress
 from fedgen.core.errors import ConfigError, DataError
 from fedgen.core.records import Cohort
 from fedgen.data.genotypes import (
@@ -128,7 +129,7 @@ class CsvCohort:
         snp_values = {"0": 0, "1": 1, "2": 2}
         impute = self.missing == "impute"
         seen: dict[str, int] = {}
-        for r, row in enumerate(data):
+        for r, row in enumerate(progress.track(data, f"reading {path.name}")):
             if len(row) != len(header):
                 raise DataError(
                     f"{path}, row {r + 1}: has {len(row)} fields but the header has {len(header)}"
