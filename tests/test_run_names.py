@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from fedgen.experiment.build import run_name
+from fedgen.experiment.build import run_name, swept_keys
 from fedgen.experiment.sweep import sweep_name
 from fedgen.tracking import trackers as tracking
 from fedgen.tracking.mlflow_worker import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
@@ -31,6 +31,27 @@ def test_run_name_puts_the_overridden_values_first() -> None:
     assert run_name(["a.seed=1", "b.seed=2"], ["mia"], 0.5) == "a.seed=1 · b.seed=2 · mia t=0.5"
     nine = [f"attack{i}" for i in range(9)]
     assert run_name(["seed=3"], nine, 0.5) == "seed=3 · 9 attacks t=0.5"
+
+
+def test_a_sweep_job_is_named_by_the_values_its_sweep_chose_first(tmp_path: Path) -> None:
+    # What Hydra's basic sweeper writes: the sweep's own overrides, lists unexpanded.
+    task = ["dataset=tiny", "attack=gmia", "federation.num_clients=2,5,10", "threshold=0.3,0.5"]
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n" + "".join(f"    - {o}\n" for o in task)
+    )
+    job = ["dataset=tiny", "attack=gmia", "federation.num_clients=5", "threshold=0.3"]
+    swept = swept_keys(job, tmp_path)
+    assert swept == {"federation.num_clients", "threshold"}
+    assert run_name(job, ["gmia"], 0.3, swept) == "num_clients=5 · gmia t=0.3 · dataset=tiny"
+    # only the threshold swept: the attack and its threshold lead
+    assert run_name(job, ["gmia"], 0.3, {"threshold"}) == (
+        "gmia t=0.3 · dataset=tiny · num_clients=5"
+    )
+    # a sweeper's own parameter (absent from the task overrides) counts as chosen
+    assert swept_keys([*job, "+model.alpha=0.01"], tmp_path) == swept | {"model.alpha"}
+    # outside a sweep, or with no multirun.yaml: the command line's order
+    assert swept_keys(job, None) == swept_keys(job, tmp_path / "none") == set()
+    assert run_name(job, ["gmia"], 0.3) == "dataset=tiny · num_clients=5 · gmia t=0.3"
 
 
 keys = st.from_regex(r"[a-z_]{1,12}(\.[a-z_]{1,12}){0,3}", fullmatch=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,12 @@ def build_experiment(
     return Experiment(
         training=training,
         tracker=build_tracker(cfg, launch_dir=launch_dir, sweep_dir=sweep_dir),
-        run_name=run_name(overrides, [a.name for a in attacks], float(threshold)),
+        run_name=run_name(
+            overrides,
+            [a.name for a in attacks],
+            float(threshold),
+            swept=swept_keys(overrides, sweep_dir),
+        ),
         params=params,
         tags=tags,
         artifacts={
@@ -298,14 +303,40 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def run_name(overrides: Sequence[str], attacks: Sequence[str] = (), threshold: float = 0.5) -> str:
+def swept_keys(overrides: Sequence[str], sweep_dir: Path | None) -> set[str]:
+    """The keys of a sweep job's overrides whose value the sweep chose (for its run name).
+
+    A value is chosen by the sweep when ``<sweep dir>/multirun.yaml`` (Hydra's basic sweeper
+    writes it) lists the key with another value (``federation.num_clients=2,5,10`` for the
+    job's ``federation.num_clients=5``) or not at all (a sweeper's own parameters). Outside a
+    sweep, or without that file, none.
+    """
+    if sweep_dir is None or not (sweep_dir / "multirun.yaml").is_file():
+        return set()
+    try:
+        task = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.overrides.task")
+    except Exception:  # an unreadable file only costs the order of a name
+        return set()
+    given = {str(o).partition("=")[0]: str(o) for o in task or ()}
+    return {
+        o.partition("=")[0].lstrip("+~") for o in overrides if given.get(o.partition("=")[0]) != o
+    }
+
+
+def run_name(
+    overrides: Sequence[str],
+    attacks: Sequence[str] = (),
+    threshold: float = 0.5,
+    swept: Collection[str] = (),
+) -> str:
     """A run's name in the MLflow UI: what differs first and short, then attacks and threshold.
 
     Each override shows as the last part of its key and its value, so the runs of a sweep tell
     themselves apart at a glance: ``["federation.num_clients=10", "attack=gmia"]`` gives
-    ``num_clients=10 · gmia t=0.45``. Keys whose last parts clash keep their full path; more
-    than three attacks show as their number (``9 attacks``); the name stays within 90
-    characters.
+    ``num_clients=10 · gmia t=0.45``. The ``swept`` keys (those a sweep chose) come first,
+    and the attacks and threshold right after them when the sweep chose either. Keys whose last
+    parts clash keep their full path; more than three attacks show as their number
+    (``9 attacks``); the name stays within 90 characters.
     """
     skip = ("hydra.", "tracking.", "attack=", "threshold=")
     pairs = []
@@ -313,6 +344,7 @@ def run_name(overrides: Sequence[str], attacks: Sequence[str] = (), threshold: f
         key, sep, value = override.lstrip("+~").partition("=")
         if sep and not override.lstrip("+~").startswith(skip):
             pairs.append((key, value if len(value) <= 24 else value[:23] + "…"))
+    pairs.sort(key=lambda kv: kv[0] not in swept)  # stable: the sweep's values first
     last = [key.rsplit(".", 1)[-1] for key, _ in pairs]
     shown = [
         f"{short if last.count(short) == 1 else key}={value}"
@@ -320,7 +352,10 @@ def run_name(overrides: Sequence[str], attacks: Sequence[str] = (), threshold: f
     ]
     listed = ",".join(attacks)
     named = listed if len(attacks) <= 3 and len(listed) <= 30 else f"{len(attacks)} attacks"
-    name = " · ".join([*shown, f"{named or 'no attack'} t={threshold:g}"])
+    attack = f"{named or 'no attack'} t={threshold:g}"
+    lead = sum(key in swept for key, _ in pairs) if {"attack", "threshold"} & set(swept) else None
+    parts = [*shown, attack] if lead is None else [*shown[:lead], attack, *shown[lead:]]
+    name = " · ".join(parts)
     return name if len(name) <= 90 else name[:89] + "…"
 
 

@@ -147,6 +147,7 @@ class SweepParentRun(Callback):
         paths = write_summary(sweep_dir, records, title=f"fedgen sweep {sweep_dir.name}")
         log.info("sweep summary of %d job(s): %s", len(records), sweep_dir / "report.html")
         if self._tracker is not None:
+            log.info("%s", self._tracker.sweep_where(sweep_dir))
             for path in paths:
                 self._tracker.log_file(path, "summary")
             attack_log = sweep_dir / "attack_logs.csv"

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlencode, urlparse
 
 from fedgen.core import lifecycle
 from fedgen.core.errors import TrackingError
@@ -173,6 +173,24 @@ def ui_url(experiment_id: str, run_id: str | None = None, address: str = UI_ADDR
     """
     route = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
     return f"{address.rstrip('/')}/#/{route}?{UI_QUERY}"
+
+
+# The UI folds a parent run's children under it unless the list is sorted by something other
+# than start time: sorted by run name, a sweep's jobs are listed one row each.
+SORT_BY_NAME = {"orderByKey": "tags.`mlflow.runName`", "orderByAsc": "true"}
+
+
+def sweep_url(experiment_id: str, sweep_dir: str, address: str = UI_ADDRESS) -> str:
+    """The MLflow UI's run list of one sweep: its parent and every job, one row each.
+
+    Filtered on the ``fedgen.sweep_dir`` tag (unless the path holds a quote, which MLflow's
+    filter syntax cannot carry) and sorted by run name, in model-training mode.
+    """
+    query = dict(SORT_BY_NAME)
+    if "'" not in sweep_dir:
+        query["searchFilter"] = f"tags.`fedgen.sweep_dir` = '{sweep_dir}'"
+    encoded = urlencode(query, quote_via=quote)
+    return f"{address.rstrip('/')}/#/experiments/{experiment_id}/runs?{UI_QUERY}&{encoded}"
 
 
 def ui_command(uri: str) -> str | None:
@@ -538,6 +556,12 @@ class MlflowTracker:
         url = ui_url(self.experiment_id, run_id, address)
         lines.append(f"see it: {command} then open {url}" if command else f"see it: open {url}")
         return lines
+
+    def sweep_where(self, sweep_dir: Path) -> str:
+        """A console line: the command and URL that show the runs of the sweep ``sweep_dir``."""
+        command = ui_command(self.uri)
+        url = sweep_url(self.experiment_id, str(sweep_dir), UI_ADDRESS if command else self.uri)
+        return f"see its runs: {command} then open {url}" if command else f"see its runs: {url}"
 
     def _worker(self) -> _Worker:
         worker = _get_worker()
