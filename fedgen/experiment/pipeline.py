@@ -31,7 +31,7 @@ from fedgen.evaluation.pools import Evaluation
 from fedgen.experiment.cache import TrainingCache, code_digest, library_versions, training_key
 from fedgen.experiment.objective import Objective
 from fedgen.experiment.privacy import Privacy, account, audit_violations
-from fedgen.federation import FederationSettings, train_federation
+from fedgen.federation import FederationSettings
 from fedgen.figures import pool as figure_pool
 from fedgen.figures.run import run_figures
 from fedgen.models import Model
@@ -79,6 +79,8 @@ def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
 
 def train(training: Training, cohort: Cohort, split: Split) -> FederationResult:
     """Train the federation of ``training`` on ``cohort`` and ``split`` (no cache)."""
+    from fedgen.federation.train import train_federation  # Flower: only when training runs
+
     with progress.step("training rounds", training.federation.num_rounds):
         return train_federation(
             cohort, split, training.federation, training.model, training.seed, training.defenses
