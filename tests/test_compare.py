@@ -13,7 +13,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from fedgen.reporting.compare import main
+from fedgen.reporting.compare import by_sweep, main
 from fedgen.reporting.report import SUMMARY_METRICS, RunRecord, summary_table, to_markdown
 
 
@@ -184,9 +184,10 @@ def test_filter_combines_with_the_sweep(
     assert code == 0, stderr
     table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
     selected = [store.jobs[n] for n in ("a threshold=0.5", "b seed=1", "b seed=2")]
-    assert table == summary_table(selected)
+    assert table == summary_table(by_sweep(selected))
+    assert sorted(r["sweep"] for r in table) == ["multirun/a"] * 2 + ["multirun/b"] * 2
     sweep = ["--sweep-dir", str(store.sweep_a), "--filter", "params.threshold = '0.5'"]
-    code, _, stderr = _run([*argv, *sweep], capsys)
+    code, _, stderr = _run([*argv, *sweep, "--force"], capsys)
     assert code == 0, stderr
     table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
     assert table == summary_table([store.jobs["a threshold=0.5"]])
@@ -203,8 +204,10 @@ def test_whole_experiment_and_default_output(
     code, _, stderr = _run([], capsys)
     assert code == 0, stderr
     table = list(csv.DictReader(io.StringIO((tmp_path / "compare" / "summary.csv").read_text())))
-    assert table == summary_table(list(store.jobs.values()))
+    assert table == summary_table(by_sweep(list(store.jobs.values())))
     assert {r["attack"] for r in table} == {"mia", "gmia", "lia"}
+    lone = store.jobs["lone"].run_id
+    assert {r["sweep"] for r in table} == {"multirun/a", "multirun/b", f"run {lone[:8]}"}
     assert (tmp_path / "compare" / "report.html").is_file()
 
 
@@ -263,3 +266,118 @@ def test_missing_default_store_is_not_created(
     assert code == 2
     assert f"no MLflow store at {tmp_path.resolve() / 'mlflow.db'}" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_directories_select_the_sweeps_in_them(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--tracking-uri", store.uri, "--output", str(tmp_path)]
+    code, _, stderr = _run([*argv, str(store.sweep_a.parent)], capsys)  # multirun/: a and b
+    assert code == 0, stderr
+    table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    jobs = [*_records(store, "a "), *_records(store, "b ")]
+    assert table == summary_table(by_sweep(jobs))
+    code, _, stderr = _run([*argv, "--force", str(store.sweep_b)], capsys)
+    assert code == 0, stderr
+    table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert table == summary_table(_records(store, "b "))
+
+
+def test_an_output_directory_with_files_is_never_overwritten_silently(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "compare"
+    argv = ["--tracking-uri", store.uri, "--output", str(out)]
+    code, _, stderr = _run([*argv, "--sweep-dir", str(store.sweep_b)], capsys)
+    assert code == 0, stderr
+    assert (out / "repeats.csv").is_file()  # sweep b repeats its configuration over seeds
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, stderr = _run([*argv, "--sweep-dir", str(store.sweep_a)], capsys)
+    assert code == 2 and stdout == ""
+    assert stderr == (
+        f"fedgen: error: --output {out} already holds files (an earlier compare?); pass "
+        "another --output, or --force to replace them\n"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # --force replaces the former compare's files: none outlives the new summary
+    code, _, stderr = _run([*argv, "--sweep-dir", str(store.sweep_a), "--force"], capsys)
+    assert code == 0, stderr
+    assert not (out / "repeats.csv").exists()  # sweep a has no repeats
+    assert (out / "notes.txt").read_text() == "mine"  # not a compare's file: kept
+    table = list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
+    assert table == summary_table(_records(store, "a "))
+    (tmp_path / "file").write_text("")
+    code, _, stderr = _run([*argv[:2], "--output", str(tmp_path / "file"), "--force"], capsys)
+    assert code == 2 and "is a file, not a directory" in stderr
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[RunRecord]]:
+    """The same two configurations (gmia at thresholds 0.3, 0.5, seed 42) in two sweeps."""
+    root = tmp_path_factory.mktemp("twins")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    records = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.create_experiment("fedgen", (root / "mlruns").as_uri())
+        for k, sweep in enumerate(("14-05-33", "15-10-02")):
+            sweep_dir = str(root / "multirun" / "2026-12-02" / sweep)
+            for threshold in ("0.3", "0.5"):
+                params = _params(uri, threshold, "42", "gmia")
+                metrics = _metrics("gmia", float(threshold), 42 + k)  # a rerun differs a bit
+                run = client.create_run(exp, tags={"fedgen.sweep_dir": sweep_dir})
+                client.log_batch(
+                    run.info.run_id,
+                    metrics=[Metric(m, v, 0, 0) for m, v in metrics.items()],
+                    params=[Param(p, v) for p, v in params.items()],
+                )
+                client.set_terminated(run.info.run_id, "FINISHED")
+                records.append(RunRecord(run.info.run_id, "", params, metrics, "", sweep_dir))
+    return uri, records
+
+
+def test_identical_configurations_of_two_sweeps_are_kept_apart_by_default(
+    twins: tuple[str, list[RunRecord]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri, records = twins
+    code, _, stderr = _run(["--tracking-uri", uri, "--output", str(tmp_path)], capsys)
+    assert code == 0 and stderr == ""
+    table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert len(table) == 4 and len({r["run_id"] for r in table}) == 4
+    assert all(r["started"] and r["sweep_dir"] for r in table)
+    assert sorted((r["sweep"], r["threshold"]) for r in table) == [
+        (f"2026-12-02/{s}", t) for s in ("14-05-33", "15-10-02") for t in ("0.3", "0.5")
+    ]
+    assert not (tmp_path / "repeats.csv").exists()  # nothing pooled
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>sweep</th>" in page and "grouped by sweep" in page
+    for record in records:
+        assert f'<td class="run">{record.run_id[:8]}<br>' in page
+
+
+def test_grouping_by_configuration_shows_the_sweeps_runs_as_repeats_and_warns(
+    twins: tuple[str, list[RunRecord]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri, records = twins
+    argv = ["--tracking-uri", uri, "--output", str(tmp_path), "--group-by", "config"]
+    code, _, stderr = _run(argv, capsys)
+    assert code == 0
+    assert stderr == (
+        "fedgen: warning: 2 configuration(s) ran in 2 different sweeps or lone runs; "
+        "--group-by config shows their 4 runs as repeats (n_runs, mean ± SD in repeats.csv), "
+        "not as one run; --group-by sweep keeps them apart\n"
+    )
+    table = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert len(table) == 4 and "sweep" not in table[0]  # every run still its own row
+    repeats = list(csv.DictReader(io.StringIO((tmp_path / "repeats.csv").read_text())))
+    assert [(r["threshold"], r["n_runs"], r["seeds"]) for r in repeats] == [
+        ("0.3", "2", "42 42"),
+        ("0.5", "2", "42 42"),
+    ]
+    for row in repeats:
+        ids = {r.run_id for r in records if r.params["threshold"] == row["threshold"]}
+        assert set(row["run_ids"].split()) == ids
+        assert float(row["auc_sd"]) > 0  # two runs with their spread, not one run
+    assert "2 configuration(s) ran in 2 different sweeps" in (tmp_path / "report.html").read_text()

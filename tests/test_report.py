@@ -322,7 +322,8 @@ def test_html_report_is_self_contained(records: list[RunRecord]) -> None:
         assert cells[4] == f"{auc:.3f} [{low:.3f}, {high:.3f}]"
         shown = ("advantage", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "member_share")
         shown += ("trivial_f1", "precision", "recall", "f1")
-        assert cells[5:] == [f"{float(row[m]):.3f}" for m in shown]
+        assert cells[5:-1] == [f"{float(row[m]):.3f}" for m in shown]
+        assert cells[-1] == row["run_id"][:8]  # and its start time, when known
 
 
 def test_write_summary_writes_every_file_atomically(

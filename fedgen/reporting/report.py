@@ -291,6 +291,18 @@ def _lines(records: Sequence[RunRecord], param: str) -> dict[str, dict[str, Any]
     keys = {k for _, rest in lines for k, _ in rest}
     differing = sorted(k for k in keys if len({dict(rest).get(k) for _, rest in lines}) > 1)
     differing = [k for k in differing if k != "attack"]
+    # an attack's own threshold that only follows the top-level one says nothing more
+    rests = [dict(rest) for _, rest in lines]
+    differing = [
+        k
+        for k in differing
+        if not (
+            k.startswith("attack.")
+            and k.endswith(".threshold")
+            and "threshold" in differing
+            and all(r.get(k) == r.get("threshold") for r in rests)
+        )
+    ]
     out: dict[str, dict[str, Any]] = {}
     for (attack, rest), groups in lines.items():
         fixed = {k: dict(rest).get(k, "") for k in differing}
@@ -472,10 +484,12 @@ def _auc_cell(metrics: Mapping[str, float], attack: str) -> str:
 
 
 def _leakage_table(records: Sequence[RunRecord]) -> list[str]:
-    """The honest table: one row per run and attack, who attacked, every leakage number."""
+    """The honest table: one row per run and attack, who attacked, every leakage number, and
+    which run it is (its id's first 8 characters, its start time; the full id on hover)."""
     esc = html.escape
     swept = [p for p in swept_params(records) if p != "threshold"]
     head = ["attack", "observer", *swept, "threshold", "AUC [95% CI]", *_HTML_COLUMNS.values()]
+    head.append("run (started)")
     parts = ['<div class="wide"><table class="runs"><thead><tr>']
     parts.append("".join(f"<th>{esc(c)}</th>" for c in head) + "</tr></thead><tbody>")
     for record, attack in table_order(records):
@@ -484,6 +498,9 @@ def _leakage_table(records: Sequence[RunRecord]) -> list[str]:
         row = "".join(f"<td>{esc(c)}</td>" for c in cells)
         row += _auc_cell(record.metrics, attack)
         row += "".join(_cell(record.metrics.get(f"{attack}/{m}")) for m in _HTML_COLUMNS)
+        started = record.started.replace("T", " ")[:16]
+        row += f'<td class="run">{esc(record.run_id[:8])}'
+        row += f"<br>{esc(started)}</td>" if started else "</td>"
         parts.append(f'<tr title="{esc(record.run_name)} ({esc(record.run_id)})">{row}</tr>')
     parts.append("</tbody></table></div>")
     return parts
