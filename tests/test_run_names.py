@@ -36,10 +36,17 @@ def test_run_name_puts_the_overridden_values_first() -> None:
 def test_a_sweep_job_is_named_by_the_values_its_sweep_chose_first(tmp_path: Path) -> None:
     # What Hydra's basic sweeper writes: the sweep's own overrides, lists unexpanded.
     task = ["dataset=tiny", "attack=gmia", "federation.num_clients=2,5,10", "threshold=0.3,0.5"]
+    task += ["figures=false", "seed=range(2)"]
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n" + "".join(f"    - {o}\n" for o in task)
     )
     job = ["dataset=tiny", "attack=gmia", "federation.num_clients=5", "threshold=0.3"]
+    # Hydra hands the job `figures=False` for the sweep's `figures=false`: not a swept value
+    assert swept_keys([*job, "figures=False", "seed=1"], tmp_path) == {
+        "federation.num_clients",
+        "threshold",
+        "seed",
+    }
     swept = swept_keys(job, tmp_path)
     assert swept == {"federation.num_clients", "threshold"}
     assert run_name(job, ["gmia"], 0.3, swept) == "num_clients=5 · gmia t=0.3 · dataset=tiny"

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fedgen import __version__ as fedgen_version
-from fedgen.reporting.report import load_run_json, run_figure_names
+from fedgen.reporting.report import load_run_json, metric_vs_param, run_figure_names
 from tests.test_cli import TINY, fedgen
 from tests.test_report import check_page, render_check
 
@@ -118,3 +118,76 @@ def test_a_job_report_links_exactly_the_figures_the_job_draws(tmp_path: Path) ->
     assert seen["images"] == len(run_figure_names(load_run_json(job / "run.json")))
     assert seen["broken"] == [] and seen["overflow"] <= 0 and seen["wide"] == []
     assert seen["pdf_pages"] >= 2
+
+
+def _records(sweep: Path) -> list:  # type: ignore[type-arg]
+    return [load_run_json(p) for p in sorted(sweep.glob("*/run.json"))]
+
+
+@pytest.mark.slow
+def test_clients_by_threshold_sweep_draws_a_line_per_threshold_and_reruns_are_repeats(
+    tmp_path: Path,
+) -> None:
+    sweep = ("federation.num_clients=2,5,10", "threshold=0.3,0.5", "attack=gmia", "--multirun")
+    out = fedgen(tmp_path, *TINY, "figures=false", "hydra.sweep.dir=s1", *sweep)
+    assert out.returncode == 0, out.stderr
+    records = _records(tmp_path / "s1")
+    assert len(records) == 6
+    # Each job is named by the values its sweep chose, first.
+    for r in records:
+        clients, threshold = r.params["federation.num_clients"], r.params["threshold"]
+        assert r.run_name.startswith(f"num_clients={clients} · gmia t={threshold} · "), r.run_name
+    # The summary figure's data: one line per threshold, one run per point, never a mean.
+    plot = metric_vs_param(records, "federation.num_clients", "")
+    assert sorted(plot.data) == ["gmia threshold=0.3", "gmia threshold=0.5"]
+    for label, line in plot.data.items():
+        threshold = label.rsplit("=", 1)[1]
+        assert list(line["x"]) == [2.0, 5.0, 10.0] and list(line["n"]) == [1, 1, 1]
+        for x, auc, advantage in zip(line["x"], line["auc"], line["advantage"], strict=True):
+            (run,) = [
+                r
+                for r in records
+                if r.params["threshold"] == threshold
+                and float(r.params["federation.num_clients"]) == x
+            ]
+            assert (auc, advantage) == (run.metrics["gmia/auc"], run.metrics["gmia/advantage"])
+    assert (tmp_path / "s1" / "metrics_vs_federation_num_clients.png").is_file()
+    table = list(csv.DictReader((tmp_path / "s1" / "summary.csv").read_text().splitlines()))
+    assert sorted((r["federation.num_clients"], r["threshold"]) for r in table) == sorted(
+        (c, t) for c in ("2", "5", "10") for t in ("0.3", "0.5")
+    )
+    # The same sweep again into the same store: its own summary, and in `fedgen compare` its
+    # runs are kept apart (default) or shown as repeats of n=2 with a warning, never merged.
+    out = fedgen(tmp_path, *TINY, "figures=false", "hydra.sweep.dir=s2", *sweep)
+    assert out.returncode == 0, out.stderr
+    assert (
+        len(list(csv.DictReader((tmp_path / "s2" / "summary.csv").read_text().splitlines()))) == 6
+    )
+    assert not (tmp_path / "s2" / "repeats.csv").exists()
+    compare = [sys.executable, "-m", "fedgen.reporting.compare"]
+    run = subprocess.run(
+        [*compare, "--output", "apart"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    apart = list(csv.DictReader((tmp_path / "apart" / "summary.csv").read_text().splitlines()))
+    assert (
+        sorted(r["sweep"] for r in apart)
+        == [str(tmp_path.name) + "/s1"] * 6 + [str(tmp_path.name) + "/s2"] * 6
+    )
+    assert len({r["run_id"] for r in apart}) == 12
+    assert not (tmp_path / "apart" / "repeats.csv").exists()
+    run = subprocess.run(
+        [*compare, "--output", "pooled", "--group-by", "config"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("fedgen: warning: 6 configuration(s) ran in 2 different sweeps")
+    repeats = list(csv.DictReader((tmp_path / "pooled" / "repeats.csv").read_text().splitlines()))
+    assert len(repeats) == 6 and {r["n_runs"] for r in repeats} == {"2"}
+    # and again into the same output: refused, not overwritten
+    run = subprocess.run(
+        [*compare, "--output", "pooled"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and "--force" in run.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Collection, Mapping, Sequence
@@ -21,6 +22,7 @@ from fedgen.experiment.cache import TrainingCache, default_cache_dir
 from fedgen.experiment.objective import Objective
 from fedgen.experiment.pipeline import Experiment, Training
 from fedgen.federation import FederationSettings
+from fedgen.federation.settings import Deferred
 from fedgen.models import Model
 
 # Which top-level config keys determine the trained federation (and so the training cache key),
@@ -200,7 +202,7 @@ def build_training(cfg: DictConfig) -> Training:
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer")
-    federation = _instantiate(cfg.federation, "federation")
+    federation = _federation(cfg.federation)
     if not isinstance(federation, FederationSettings):
         raise ConfigError(f"`federation` built a {type(federation).__name__}, not settings")
     model = _instantiate(cfg.model, "model")
@@ -231,6 +233,34 @@ def build_training(cfg: DictConfig) -> Training:
         defenses=defenses,
         partition=partition,
     )
+
+
+# Parts of the federation built only when training runs (they import Flower, or Ray): a job whose
+# federation comes from the training cache, and the preflight of a sweep, never import them.
+_DEFERRED = ("backend", "strategy")
+
+
+def _federation(node: DictConfig) -> Any:
+    """The ``federation`` group's settings, its backend and strategy built when first used.
+
+    A mistake in either (a misspelt ``_target_``) is a :class:`ConfigError` when training
+    starts, not before.
+    """
+    try:
+        resolved = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid `federation` config: {exc}") from exc
+    assert isinstance(resolved, dict)
+    later = {
+        key: resolved.pop(key)
+        for key in _DEFERRED
+        if isinstance(resolved.get(key), dict) and "_target_" in resolved[key]
+    }
+    deferred = {
+        key: Deferred(functools.partial(_instantiate, sub, f"federation.{key}"))
+        for key, sub in later.items()
+    }
+    return _instantiate(resolved, "federation", **deferred)
 
 
 def _check_observers(training: Training, attacks: Sequence[Any]) -> None:
@@ -307,9 +337,9 @@ def swept_keys(overrides: Sequence[str], sweep_dir: Path | None) -> set[str]:
     """The keys of a sweep job's overrides whose value the sweep chose (for its run name).
 
     A value is chosen by the sweep when ``<sweep dir>/multirun.yaml`` (Hydra's basic sweeper
-    writes it) lists the key with another value (``federation.num_clients=2,5,10`` for the
-    job's ``federation.num_clients=5``) or not at all (a sweeper's own parameters). Outside a
-    sweep, or without that file, none.
+    writes it) lists the key with several values (``federation.num_clients=2,5,10``,
+    ``seed=range(3)``) or not at all (a sweeper's own parameters). Outside a sweep, or
+    without that file, none.
     """
     if sweep_dir is None or not (sweep_dir / "multirun.yaml").is_file():
         return set()
@@ -317,10 +347,18 @@ def swept_keys(overrides: Sequence[str], sweep_dir: Path | None) -> set[str]:
         task = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.overrides.task")
     except Exception:  # an unreadable file only costs the order of a name
         return set()
-    given = {str(o).partition("=")[0]: str(o) for o in task or ()}
-    return {
-        o.partition("=")[0].lstrip("+~") for o in overrides if given.get(o.partition("=")[0]) != o
-    }
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    given: dict[str, bool] = {}  # key -> whether the sweep lists several values for it
+    for line in task or ():
+        try:
+            (parsed,) = parser.parse_overrides([str(line)])
+        except Exception:  # not an override Hydra reads: it cannot be a swept one either
+            continue
+        given[parsed.get_key_element().lstrip("+~")] = parsed.is_sweep_override()
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    return {k for k in keys if given.get(k, True)}
 
 
 def run_name(
