@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from fedgen.attacks import Arena, ConfidenceMIA, GradientNormMIA
 from fedgen.attacks import genotypes as genotype_rows
 from fedgen.attacks.alignment import AlignmentMIA, alignments
 from fedgen.attacks.genotypes import GenotypeRows, chunk_rows
+from fedgen.attacks.gmia import norms_and_log_norms
 from fedgen.attacks.lrt import LikelihoodRatioMIA, allele_frequencies, lr_statistics
+from fedgen.attacks.membership import MODEL_OF_OBSERVER
 from fedgen.attacks.signals import (
     decision_values,
     gradient_norms,
@@ -27,8 +30,9 @@ from fedgen.core.seeding import child_rng
 from fedgen.data import SyntheticCohort
 from fedgen.evaluation.pools import PaperPool
 from fedgen.experiment import cache
+from fedgen.federation import data as federation_data
 from fedgen.federation import train_federation
-from fedgen.federation.data import client_data
+from fedgen.federation.data import ClientFloats, client_data
 from fedgen.models import SGDLogistic
 from tests.conftest import make_split
 from tests.conftest import settings as fed_settings
@@ -198,3 +202,83 @@ def test_training_key_hashes_a_strided_array_by_blocks_as_its_contiguous_copy(
         cache._update_framed(digest, header)
         cache._update_framed(digest, np.ascontiguousarray(array).data)
     assert key == digest.hexdigest()
+
+
+def test_client_floats_are_the_fresh_cast_kept_when_small_else_one_reused_buffer(
+    trained: tuple[Cohort, Arena],
+) -> None:
+    cohort, _ = trained
+    data = client_data(cohort, make_split(cohort, 4))
+    kept, reused = ClientFloats(data), ClientFloats(data, budget=0)
+    assert kept.keep and not reused.keep
+    buffers = set()
+    for pid, rows in enumerate(data):
+        for part, index in (("train", rows.train), ("test", rows.test)):
+            fresh = cohort.genotypes[index].astype(np.float64)
+            with kept.rows(pid, part) as x:
+                np.testing.assert_array_equal(x, fresh)
+                assert not x.flags.writeable and x.flags.c_contiguous
+                with kept.rows(pid, part) as again:
+                    assert again is x  # made once, then kept
+            with reused.rows(pid, part) as x:
+                np.testing.assert_array_equal(x, fresh)
+                assert x.flags.c_contiguous and x.shape == fresh.shape
+                buffers.add(x.__array_interface__["data"][0])
+                with reused.rows(pid, part) as inner:  # the buffer is busy: a fresh array
+                    assert not np.shares_memory(inner, x)
+                    np.testing.assert_array_equal(inner, fresh)
+    assert len(buffers) == 1  # every client's rows were cast into the same buffer
+    copy = pickle.loads(pickle.dumps(reused))
+    assert copy._buffer is None and not copy.keep
+    with copy.rows(0, "test") as x:
+        np.testing.assert_array_equal(x, cohort.genotypes[data[0].test].astype(np.float64))
+
+
+def test_training_is_bit_identical_with_kept_floats_and_with_the_reused_buffer(
+    trained: tuple[Cohort, Arena], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cohort, arena = trained
+    split = make_split(cohort, 4)
+    monkeypatch.setattr(federation_data, "FLOAT_CACHE_BYTES", 0)
+    reused = train_federation(cohort, split, fed_settings(4, 3), MODEL, seed=0)
+    kept = arena.server  # trained with the default budget: every client's floats kept
+    for a, b in zip(kept.rounds, reused.rounds, strict=True):
+        assert a.metrics == b.metrics
+        ours, theirs = (a.global_params, *a.client_params), (b.global_params, *b.client_params)
+        for pa, pb in zip(ours, theirs, strict=True):
+            for key in pa:
+                np.testing.assert_array_equal(pa[key], pb[key])
+
+
+def test_one_pass_gmia_and_mia_equal_the_signals_bit_for_bit(
+    trained: tuple[Cohort, Arena], small_chunks: int
+) -> None:
+    _, arena = trained
+    view = membership_view(arena).view
+    for choice in ("global", "client"):
+        args = (view.server, choice, view.records, view.labels, view.clients)
+        norms, log_norms = norms_and_log_norms(MODEL, *args)
+        np.testing.assert_array_equal(norms, gradient_norms(MODEL, *args))
+        np.testing.assert_array_equal(log_norms, log_gradient_norms(MODEL, *args))
+    for observer in ("server", "public"):
+        z = decision_values(
+            MODEL, view.server, MODEL_OF_OBSERVER[observer], view.records, view.clients
+        )
+        ranks = ConfidenceMIA(observer=observer).run(view).ranks
+        np.testing.assert_array_equal(ranks, np.where(view.labels == 1, z, -z))
+
+
+def test_float_chunks_reuse_one_buffer_and_read_as_take_does(
+    trained: tuple[Cohort, Arena],
+) -> None:
+    cohort, arena = trained
+    records = GenotypeRows(cohort.genotypes, arena.pool.rows)
+    offset = cohort.genotypes.mean(axis=0)
+    pieces = [np.arange(0, 64), np.arange(64, 100), np.array([5, 3, 5])]
+    for X in (records, records.centred(offset), records.dense()):
+        seen = set()
+        for part, x in zip(pieces, genotype_rows.float_chunks(X, pieces), strict=True):
+            np.testing.assert_array_equal(x, genotype_rows.take(X, part))
+            seen.add(x.__array_interface__["data"][0])
+        if isinstance(X, GenotypeRows):
+            assert len(seen) == 1

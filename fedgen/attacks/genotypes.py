@@ -10,7 +10,7 @@ multiple give every row the bits the whole matrix would (verified by the attacks
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -45,10 +45,20 @@ class GenotypeRows:
         """``(n, p)``, as the float matrix would have."""
         return int(self.rows.shape[0]), int(self.source.shape[1])
 
-    def take(self, index: NDArray[np.intp] | slice) -> NDArray[np.float64]:
-        """The rows at ``index`` (into this set) as float64, shape (k, p), less any offset."""
-        x: NDArray[np.float64] = self.source[self.rows[index]].astype(np.float64)
-        return x if self.offset is None else np.subtract(x, self.offset)
+    def take(
+        self, index: NDArray[np.intp] | slice, out: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
+        """The rows at ``index`` (into this set) as float64, shape (k, p), less any offset.
+
+        With ``out`` (k, p) float64 they are written there (the same values) and it is returned.
+        """
+        if out is None:
+            x: NDArray[np.float64] = self.source[self.rows[index]].astype(np.float64)
+            return x if self.offset is None else np.subtract(x, self.offset)
+        out[...] = self.source[self.rows[index]]
+        if self.offset is not None:
+            np.subtract(out, self.offset, out=out)
+        return out
 
     def dense(self) -> NDArray[np.float64]:
         """Every row as float64 (n, p), at once: for small sets (and tests) only."""
@@ -86,6 +96,24 @@ def take(X: Features, index: NDArray[np.intp] | slice) -> NDArray[np.float64]:
     if isinstance(X, GenotypeRows):
         return X.take(index)
     return np.asarray(X[index], np.float64)
+
+
+def float_chunks(X: Features, pieces: Iterable[NDArray[np.intp]]) -> Iterator[NDArray[np.float64]]:
+    """Each piece of rows of ``X`` as float64 (k, p), valid until the next one is asked for.
+
+    Genotype rows are cast into one buffer reused from piece to piece (fresh memory for every
+    chunk costs more than the arithmetic on it: the kernel zeroes each new page); a float matrix
+    is read as :func:`take` reads it. The values are :func:`take`'s.
+    """
+    buffer: NDArray[np.float64] | None = None
+    for part in pieces:
+        if not isinstance(X, GenotypeRows):
+            yield take(X, part)
+            continue
+        if buffer is None or buffer.shape[0] < part.shape[0]:
+            buffer = None
+            buffer = np.empty((part.shape[0], X.shape[1]))
+        yield X.take(part, out=buffer[: part.shape[0]])
 
 
 def chunk_rows(n_features: int, limit: int = CHUNK_ROWS) -> int:

@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedgen.core.records import Params
 from fedgen.federation.arrays import from_record, to_record
-from fedgen.federation.data import ClientData
+from fedgen.federation.data import ClientData, ClientFloats
 from fedgen.federation.recorder import NUM_EXAMPLES, PARTITION_ID, RecordingGrid, scalar
 from fedgen.federation.workflow import Workflow, run_fit_workflow
 from fedgen.models import Model, loss_and_accuracy
@@ -41,6 +41,7 @@ def make_client_app(
         client sends, so the server only ever receives their output.
     """
     app = ClientApp()
+    floats = ClientFloats(data)  # float64 rows: kept when small, else one reused buffer
 
     @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
@@ -49,14 +50,15 @@ def make_client_app(
         params = from_record(msg.content.array_records["arrays"])
         epochs = int(scalar(msg.content.config_records["config"][LOCAL_EPOCHS]))
         kept = context.state.array_records.get(_STATE_KEY)
-        new, state = model.fit(
-            params,
-            rows.X_train,
-            rows.y_train,
-            epochs=epochs,
-            seed=seeds[pid],
-            state=from_record(kept) if kept is not None else None,
-        )
+        with floats.rows(pid, "train") as X:
+            new, state = model.fit(
+                params,
+                X,
+                rows.y_train,
+                epochs=epochs,
+                seed=seeds[pid],
+                state=from_record(kept) if kept is not None else None,
+            )
         # The optimiser's state stays on the client (Flower's node state), as a real client's
         # estimator would keep it between rounds; it is never sent to the server.
         context.state[_STATE_KEY] = to_record(state)
@@ -73,8 +75,10 @@ def make_client_app(
         pid = int(scalar(context.node_config[PARTITION_ID]))
         rows = data[pid]
         params = from_record(msg.content.array_records["arrays"])
-        train_loss, train_acc = loss_and_accuracy(model, params, rows.X_train, rows.y_train)
-        test_loss, test_acc = loss_and_accuracy(model, params, rows.X_test, rows.y_test)
+        with floats.rows(pid, "train") as X:
+            train_loss, train_acc = loss_and_accuracy(model, params, X, rows.y_train)
+        with floats.rows(pid, "test") as X:
+            test_loss, test_acc = loss_and_accuracy(model, params, X, rows.y_test)
         metrics = MetricRecord(
             {
                 NUM_EXAMPLES: rows.n_test,

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn import config_context
 from sklearn.linear_model import SGDClassifier
 
 from fedgen.core.errors import ConfigError
@@ -87,13 +88,18 @@ class SGDLogistic(LinearLogistic):
         seed: int,
         state: Params | None,
     ) -> tuple[Params, Params]:
-        """``epochs`` calls of ``partial_fit`` from ``params``; state ``t`` is the step counter."""
+        """``epochs`` calls of ``partial_fit`` from ``params``; state ``t`` is the step counter.
+
+        ``X`` must be finite (genotypes are): scikit-learn's check that it is, a full pass over
+        ``X`` on every call (3 % of a 2,000 x 50,000 client's training), is skipped.
+        """
         model = SGDClassifier(**self.sgd).set_params(random_state=seed)
         model.coef_ = np.asarray(params["coef"], np.float64).reshape(1, -1).copy()
         model.intercept_ = np.array([float(params["intercept"][0])])
         if state is not None:
             model.t_ = float(state["t"][0])
-        for _ in range(epochs):
-            model.partial_fit(X, y, classes=CLASSES)
+        with config_context(assume_finite=True):
+            for _ in range(epochs):
+                model.partial_fit(X, y, classes=CLASSES)
         new = {"coef": model.coef_.ravel().copy(), "intercept": np.array([model.intercept_[0]])}
         return new, {"t": np.array([float(model.t_)])}
