@@ -21,6 +21,9 @@ CONFIG_NAME = "config"
 # The process that ran main(): it waits for figures and MLflow when the command ends. A job run
 # in another process (hydra/launcher=joblib) waits before it returns (see _job).
 _launch_pid: int | None = None
+# Set to a file path, the command writes there, at exit, the top-level names of the modules it
+# imported, one a line (how tests check that a job reusing a cached federation imports no Flower).
+IMPORTS_FILE_ENV = "FEDGEN_IMPORTS_FILE"
 
 
 def _job(cfg: DictConfig) -> float:
@@ -61,6 +64,14 @@ def _job(cfg: DictConfig) -> float:
             raise
         print(f"fedgen: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _write_imports(path: Path) -> None:
+    """Write the top-level names of this process's imported modules to ``path``, sorted."""
+    from fedgen.core.io import atomic_write_text
+
+    names = sorted({name.partition(".")[0] for name in sys.modules})
+    atomic_write_text(path, "".join(f"{name}\n" for name in names))
 
 
 def _settle() -> None:
@@ -157,6 +168,8 @@ def _main() -> None:
         return
     global _launch_pid
     _launch_pid = os.getpid()
+    if imports_file := os.environ.get(IMPORTS_FILE_ENV):
+        atexit.register(_write_imports, Path(imports_file))
     if "--hydra-help" in args:
         sys.argv = [sys.argv[0], *(("--help" if a == "--hydra-help" else a) for a in args)]
     quick = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from flwr.app import Context, Message
 
 from fedgen.core.errors import ConfigError
 from fedgen.core.seeding import child_rng
 from fedgen.models import Model
+
+if TYPE_CHECKING:  # types only: a job whose training is cached never imports Flower
+    from flwr.app import Context, Message
 
 SERVER_ROUND = "server-round"  # what Flower's strategies put in every train message's config
 PARTITION_ID = "partition-id"  # the node config key of a client's partition (its hospital)

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedgen.core.errors import ConfigError
+
+if TYPE_CHECKING:  # types only: building settings must not import Flower (a cache hit trains not)
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+
+class Deferred:
+    """A setting made when it is first read: ``build()`` then replaces it in the settings.
+
+    The builder (:mod:`fedgen.experiment.build`) passes the backend and the strategy this way,
+    so that settings (and a job whose federation comes from the training cache) are made
+    without importing Flower or Ray.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+
+    def __repr__(self) -> str:
+        return "Deferred(...)"
 
 
 class Runner(Protocol):
@@ -38,6 +54,8 @@ class FederationSettings:
         Where the apps run (``federation/backend``: ``inprocess`` or ``ray``).
     strategy : callable
         Builds the recording strategy; called with the node counts at run time.
+
+    Either may be given as a :class:`Deferred`, built when the field is first read.
     """
 
     backend: Runner
@@ -46,6 +64,13 @@ class FederationSettings:
     num_rounds: int = 10
     local_epochs: int = 1
     test_fraction: float = 0.2
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if isinstance(value, Deferred):  # first read: build it now, once
+            value = value.build()
+            object.__setattr__(self, name, value)
+        return value
 
     def __post_init__(self) -> None:
         for key in ("num_clients", "num_rounds", "local_epochs"):
