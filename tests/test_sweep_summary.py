@@ -14,7 +14,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fedgen import __version__ as fedgen_version
-from fedgen.reporting.report import load_run_json, metric_vs_param, run_figure_names
+from fedgen.reporting.report import (
+    RunRecord,
+    load_run_json,
+    metric_vs_param,
+    prf_vs_threshold,
+    run_figure_names,
+)
 from tests.test_cli import TINY, fedgen
 from tests.test_report import check_page, render_check
 
@@ -152,6 +158,10 @@ def test_clients_by_threshold_sweep_draws_a_line_per_threshold_and_reruns_are_re
             ]
             assert (auc, advantage) == (run.metrics["gmia/auc"], run.metrics["gmia/advantage"])
     assert (tmp_path / "s1" / "metrics_vs_federation_num_clients.png").is_file()
+    # ... and against the threshold: one line per number of clients, over both thresholds
+    plot = metric_vs_param(records, "threshold", "")
+    assert sorted(plot.data) == [f"gmia federation.num_clients={c}" for c in (10, 2, 5)]
+    assert all(list(line["x"]) == [0.3, 0.5] for line in plot.data.values())
     table = list(csv.DictReader((tmp_path / "s1" / "summary.csv").read_text().splitlines()))
     assert sorted((r["federation.num_clients"], r["threshold"]) for r in table) == sorted(
         (c, t) for c in ("2", "5", "10") for t in ("0.3", "0.5")
@@ -191,3 +201,32 @@ def test_clients_by_threshold_sweep_draws_a_line_per_threshold_and_reruns_are_re
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 2 and "--force" in run.stderr
+
+
+def test_an_attacks_own_threshold_that_follows_the_top_level_one_is_one_axis() -> None:
+    # What a job logs: attack.<name>.threshold resolves to ${threshold} unless set apart.
+    def job(clients: str, threshold: str, own: str | None = None) -> RunRecord:
+        params = {"attack": "gmia", "seed": "42", "federation.num_clients": clients}
+        params |= {"threshold": threshold, "attack.gmia.threshold": own or threshold}
+        value = float(clients) / 100 + float(threshold)
+        metrics = {f"gmia/{m}": value for m in ("auc", "advantage", "tpr_at_fpr_0.01")}
+        metrics |= {f"gmia/{m}": value for m in ("precision", "recall", "f1", "trivial_f1")}
+        return RunRecord(f"{clients}-{threshold}", "", params, metrics)
+
+    records = [job(c, t) for c in ("2", "5") for t in ("0.3", "0.5")]
+    for plot in (metric_vs_param(records, "threshold", ""), prf_vs_threshold(records, "")):
+        assert sorted(plot.data) == [
+            "gmia federation.num_clients=2",
+            "gmia federation.num_clients=5",
+        ]
+        for label, line in plot.data.items():
+            clients = float(label.rsplit("=", 1)[1])
+            assert list(line["x"]) == [0.3, 0.5] and list(line["n"]) == [1, 1]
+            drawn = line["auc"] if "auc" in line else line["f1"]
+            assert list(drawn) == [clients / 100 + 0.3, clients / 100 + 0.5]
+    plot = metric_vs_param(records, "federation.num_clients", "")
+    assert sorted(plot.data) == ["gmia threshold=0.3", "gmia threshold=0.5"]
+    # set apart from the top-level threshold, the attack's own is a line of its own
+    apart = [*records, job("2", "0.3", own="0.9"), job("5", "0.3", own="0.9")]
+    plot = metric_vs_param(apart, "federation.num_clients", "")
+    assert "gmia attack.gmia.threshold=0.9 threshold=0.3" in plot.data

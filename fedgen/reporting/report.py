@@ -140,9 +140,13 @@ def swept_params(records: Iterable[RunRecord]) -> list[str]:
     return sorted(k for k in keys if len({r.params.get(k) for r in records}) > 1)
 
 
-def _follows_threshold(key: str, records: Sequence[RunRecord]) -> bool:
+def _attack_threshold_key(key: str) -> bool:
     parts = key.split(".")
-    if len(parts) != 3 or parts[0] != "attack" or parts[2] != "threshold":
+    return len(parts) == 3 and parts[0] == "attack" and parts[2] == "threshold"
+
+
+def _follows_threshold(key: str, records: Sequence[RunRecord]) -> bool:
+    if not _attack_threshold_key(key):
         return False
     return all(r.params.get(key) == r.params.get("threshold") for r in records)
 
@@ -286,23 +290,17 @@ def _lines(records: Sequence[RunRecord], param: str) -> dict[str, dict[str, Any]
 
     lines: dict[tuple[Any, ...], list[Any]] = {}
     for group in repeat_groups(records):
-        rest = tuple((k, v) for k, v in group.params if k != param)
+        # An attack's own threshold that follows the top-level one moves with it: it is the
+        # same axis, neither a line of its own nor a label.
+        rest = tuple(
+            (k, v)
+            for k, v in group.params
+            if k != param and not (_attack_threshold_key(k) and v == group.param("threshold"))
+        )
         lines.setdefault((group.attack, rest), []).append(group)
     keys = {k for _, rest in lines for k, _ in rest}
     differing = sorted(k for k in keys if len({dict(rest).get(k) for _, rest in lines}) > 1)
     differing = [k for k in differing if k != "attack"]
-    # an attack's own threshold that only follows the top-level one says nothing more
-    rests = [dict(rest) for _, rest in lines]
-    differing = [
-        k
-        for k in differing
-        if not (
-            k.startswith("attack.")
-            and k.endswith(".threshold")
-            and "threshold" in differing
-            and all(r.get(k) == r.get("threshold") for r in rests)
-        )
-    ]
     out: dict[str, dict[str, Any]] = {}
     for (attack, rest), groups in lines.items():
         fixed = {k: dict(rest).get(k, "") for k in differing}
