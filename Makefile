@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedgen-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep test lint typecheck pytest check report-check bench bench-big docs-figures mlflow-ui clean
+.PHONY: help install run sweep test lint typecheck pytest check report-check ui-check bench bench-big docs-figures mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ check: test ## alias of test
 
 report-check: install ## render a sample leakage report in headless Chromium (build/report-check/*.png, *.pdf)
 	FEDGEN_REPORT_CHECK_DIR=build/report-check $(PY) -m pytest -rs tests/test_report.py -k browser
+
+ui-check: install ## a tiny sweep's MLflow run list (real mlflow server) and report in headless Chromium; screenshots in build/ui-check/ (docs/*.png come from here)
+	rm -rf build/ui-check
+	FEDGEN_UI_CHECK_DIR=build/ui-check $(PY) -m pytest -rs tests/test_mlflow_server.py -k browser
+	ls build/ui-check/mlflow_runs.png build/ui-check/report.png
 
 bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_default.py

@@ -195,5 +195,5 @@ def test_the_printed_ui_pages_list_the_runs_in_a_real_browser(
     assert [w for w in GENAI_LANDING if w in shown] and parent[0] not in shown
     if shots is not None:  # the sweep's leakage report, as a colleague opens it
         _render(
-            (sweep_store / "s" / "report.html").as_uri(), found, shots / "report.png", "900,1500"
+            (sweep_store / "s" / "report.html").as_uri(), found, shots / "report.png", "1100,1700"
         )
