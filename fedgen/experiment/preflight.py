@@ -10,12 +10,14 @@ before anything is written.
 
 from __future__ import annotations
 
+import copy
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from hydra import compose, initialize_config_module
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
@@ -97,8 +99,12 @@ def preflight(args: Sequence[str]) -> int:
                 values = values[:1] + values[-1:]  # a long sweep: its ends (and the types)
             for value in values[1:]:
                 jobs += 1
+                where = f"in the job with {o.key_or_group}={value}"
+                if _plain_key(o, groups):  # a plain key: its value changes, not the config files
+                    _check(_changed(base, o, value, ours), where)
+                    continue
                 others = [_line(x, value if x is o else _first(x)) for x in ours]
-                _check(_compose(others, ours), f"in the job with {o.key_or_group}={value}")
+                _check(_compose(others, ours), where)
         _check(base, "" if not sweeps else "in the sweep's first job")
     return jobs
 
@@ -159,6 +165,32 @@ def _compose(lines: list[str], overrides: Sequence[Override]) -> DictConfig:
         return compose(config_name=CONFIG_NAME, overrides=lines)
     except HydraException as exc:
         raise ConfigError(_explain(exc, overrides)) from None
+
+
+def _plain_key(o: Override, groups: Mapping[str, Any]) -> bool:
+    """Whether ``o`` changes a key's value (not a config group, nor adds or deletes a key)."""
+    group = o.key_or_group.replace(".", "/") in groups
+    return o.type.name == "CHANGE" and o.package is None and not group
+
+
+def _changed(
+    base: DictConfig, o: Override, value: str, overrides: Sequence[Override]
+) -> DictConfig:
+    """``base`` with the plain key of ``o`` set to ``value``: what composing gives, faster.
+
+    Hydra applies key overrides last, to the config the groups composed, so a swept key's
+    other values need no new composition (one costs ~0.2 s: a 20-value sweep's preflight).
+    A mapping value would merge into the first one: composed as usual.
+    """
+    (override,) = _parse([_line(o, value)])
+    if isinstance(override.value(), dict):
+        return _compose([_line(x, value if x is o else _first(x)) for x in overrides], overrides)
+    cfg = copy.deepcopy(base)
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+    except HydraException as exc:
+        raise ConfigError(_explain(exc, overrides)) from None
+    return cfg
 
 
 def _check(cfg: DictConfig, where: str) -> None:
