@@ -58,6 +58,24 @@ def test_run_round_trip_and_failed_status(tmp_path: Path) -> None:
     assert Path(text).read_text() == "hello"
 
 
+def test_run_times_are_the_jobs_own_not_the_workers(tmp_path: Path) -> None:
+    """The UI's Duration is the job's: start and end are taken when the job asks, however late
+    the worker (still importing MLflow, or busy with artifacts) gets to the request."""
+    tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+    before_start = int(time.time() * 1000)
+    tracker.start_run("timed", {}, {})
+    after_start = int(time.time() * 1000)
+    time.sleep(0.3)  # the job's work
+    before_end = int(time.time() * 1000)
+    tracker.end_run("FINISHED")
+    after_end = int(time.time() * 1000)
+    tracking.flush()
+    info = _only_run(tmp_path).info
+    assert before_start <= info.start_time <= after_start
+    assert before_end <= info.end_time <= after_end
+    assert info.end_time - info.start_time >= 300
+
+
 def test_a_lost_artifact_fails_the_run_with_the_reason_and_the_next_flush(tmp_path: Path) -> None:
     tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
     tracker.start_run("r", {}, {})

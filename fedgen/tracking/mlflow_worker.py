@@ -11,13 +11,14 @@ experiment_id}``: opens the store, writes to it once (an experiment tag; also
 ``mlflow.experimentKind``, if unset, so that MLflow UIs that read it show the runs table) and to
 its artifact root, and marks FAILED the runs of this host whose process is gone
 (:mod:`.liveness`);
-``start_run {store, name, tags, params, handle?}`` -> ``{run_id}`` (later requests may name the
-run by its ``handle`` instead of its id);
+``start_run {store, name, tags, params, handle?, start_time?}`` -> ``{run_id}`` (later requests
+may name the run by its ``handle`` instead of its id);
 ``log_history {run_id, steps: [[step, {key: value}], ...]}``; ``set_tags {run_id, tags}``;
 ``log_text {run_id, text, artifact_file}``;
 ``log_file {run_id, path, artifact_dir, staged?}`` (a staged file is a private copy, deleted
 once stored); ``fail {run_id, what, reason}`` (something the parent could not hand over);
-``end_run {run_id, status}`` -> ``{status}``. A failure replies ``{"error": one line}``.
+``end_run {run_id, status, end_time?}`` -> ``{status}``. Times are the job's clock in ms (the
+worker may reach a request seconds later). A failure replies ``{"error": one line}``.
 
 **Honest end status.** A run ends FINISHED only if everything written to it was stored. Every
 failed write is remembered with the run; ``end_run`` then ends it FAILED, whatever was asked,
@@ -210,6 +211,7 @@ class _Store:
         tags: dict[str, str],
         params: dict[str, str],
         handle: str | None = None,
+        start_time: int | None = None,
     ) -> dict[str, Any]:
         from mlflow.entities import Param
 
@@ -217,7 +219,8 @@ class _Store:
         # A tag may name another run by its handle (a sweep's parent run): use its id.
         tags = {k: self.handles.get(v, v) for k, v in tags.items()}
         try:
-            run = client.create_run(experiment_id, tags=tags, run_name=name)
+            # The job's clock, not ours: this process may reach the request seconds later.
+            run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=name)
         except Exception as exc:
             reason = f"run {name!r} was not created ({one_line(exc)})"
             if handle is not None:
@@ -289,12 +292,12 @@ class _Store:
             f"(tag {FAILURE_TAG})"
         )
 
-    def end_run(self, run_id: str, status: str) -> dict[str, Any]:
+    def end_run(self, run_id: str, status: str, end_time: int | None = None) -> dict[str, Any]:
         run = self.runs[run_id]
         if run.failures:
             status = _unfinished(status)
             run.client.set_tag(run_id, FAILURE_TAG, run.failure_tag())
-        run.client.set_terminated(run_id, status)
+        run.client.set_terminated(run_id, status, end_time=end_time)
         run.ended = status
         return {"status": status}
 

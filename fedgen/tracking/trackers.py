@@ -75,6 +75,11 @@ class Tracker(Protocol):
         ...
 
 
+def _now_ms() -> int:
+    """Now, in MLflow's unit (ms since the epoch): runs are timed by the job, not the worker."""
+    return int(time.time() * 1000)
+
+
 @contextmanager
 def tracked_run(
     tracker: Tracker, name: str, params: Mapping[str, str], tags: Mapping[str, str]
@@ -595,6 +600,7 @@ class MlflowTracker:
             tags=all_tags,
             params=dict(params),
             handle=handle,
+            start_time=_now_ms(),
         )
         self._handle, self._run_id = handle, None
 
@@ -644,4 +650,4 @@ class MlflowTracker:
         if self._handle is not None:
             self._last = (self._run_id, _get_worker(), self._ticket)
             handle, self._handle, self._ticket = self._handle, None, None
-            self._send("end_run", run_id=handle, status=status)
+            self._send("end_run", run_id=handle, status=status, end_time=_now_ms())
