@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -196,16 +197,21 @@ def test_cache_misses_when_code_or_library_versions_change(
     cfg = compose_cfg("dataset=tiny", "federation.num_rounds=2", "tracking=none", "figures=false")
     exp = _experiment(cfg, tmp_path)
     cohort, split = pipeline.cohort_and_split(exp.training)
-    key = pipeline._cache_key(exp, cohort, split)
-    assert key == pipeline._cache_key(exp, cohort, split)
+    key = pipeline._cache_key(exp, pipeline.cohort_digest(cohort), split)
+    assert key == pipeline._cache_key(exp, pipeline.cohort_digest(cohort), split)
     monkeypatch.setattr(pipeline, "code_digest", lambda: "0" * 64)
-    changed_code = pipeline._cache_key(exp, cohort, split)
+    changed_code = pipeline._cache_key(exp, pipeline.cohort_digest(cohort), split)
     monkeypatch.undo()
     monkeypatch.setattr(
         pipeline, "library_versions", lambda: {**cache.library_versions(), "scikit-learn": "0.1"}
     )
-    changed_library = pipeline._cache_key(exp, cohort, split)
-    assert len({key, changed_code, changed_library}) == 3
+    changed_library = pipeline._cache_key(exp, pipeline.cohort_digest(cohort), split)
+    monkeypatch.undo()
+    genotypes = cohort.genotypes.copy()
+    genotypes[0, 0] = (genotypes[0, 0] + 1) % 3  # one call differs: another cohort
+    other = replace(cohort, genotypes=genotypes)
+    changed_cohort = pipeline._cache_key(exp, pipeline.cohort_digest(other), split)
+    assert len({key, changed_code, changed_library, changed_cohort}) == 4
 
 
 def test_code_digest_covers_the_training_code() -> None:
@@ -237,7 +243,10 @@ def test_stale_entry_is_not_reused_after_a_code_change(
     missed = _experiment(cfg, tmp_path / "c")
     cohort, split = pipeline.cohort_and_split(missed.training)
     assert missed.cache is not None
-    assert missed.cache.load(pipeline._cache_key(missed, cohort, split)) is None
+    assert (
+        missed.cache.load(pipeline._cache_key(missed, pipeline.cohort_digest(cohort), split))
+        is None
+    )
 
 
 def test_each_attack_has_its_own_threshold(compose_cfg: Callable[..., DictConfig]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -74,6 +76,39 @@ def test_run_times_are_the_jobs_own_not_the_workers(tmp_path: Path) -> None:
     assert before_start <= info.start_time <= after_start
     assert before_end <= info.end_time <= after_end
     assert info.end_time - info.start_time >= 300
+
+
+def test_the_cohort_is_the_runs_dataset_input(tmp_path: Path) -> None:
+    """What the UI's Datasets column shows: the cohort's name, digest, source and sizes, read
+    back from a real store after a real (tiny) experiment."""
+    from fedgen.data import SyntheticCohort
+    from fedgen.experiment.pipeline import cohort_digest, dataset_info
+
+    source = SyntheticCohort(n_individuals=60, n_snps=8, n_causal=2, n_reference=10)
+    cohort = source.load(np.random.default_rng(0))
+    info = dataset_info(source, cohort, cohort_digest(cohort), seed=3)
+    other = SyntheticCohort(n_individuals=60, n_snps=8, n_causal=2, n_reference=10).load(
+        np.random.default_rng(1)
+    )
+    assert cohort_digest(other) != cohort_digest(cohort)
+    tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+    with tracked_run(tracker, "with data", {}, {}) as run:
+        run.log_dataset(info)
+    tracking.flush()
+    run_info = _only_run(tmp_path)
+    (entry,) = _client(tmp_path).get_run(run_info.info.run_id).inputs.dataset_inputs
+    assert entry.dataset.name == "synthetic"
+    assert entry.dataset.digest == cohort_digest(cohort)[:16]
+    assert entry.dataset.source_type == "code"
+    assert json.loads(entry.dataset.source)["seed"] == 3
+    assert json.loads(entry.dataset.profile) == {
+        "individuals": 60,
+        "snps": 8,
+        "cases": int(np.count_nonzero(cohort.labels == 1)),
+        "reference_individuals": 10,
+    }
+    assert [(t.key, t.value) for t in entry.tags] == [("mlflow.data.context", "training")]
+    assert run_info.info.status == "FINISHED"
 
 
 def test_a_lost_artifact_fails_the_run_with_the_reason_and_the_next_flush(tmp_path: Path) -> None:

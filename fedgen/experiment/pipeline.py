@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from fedgen.figures.run import run_figures
 from fedgen.models import Model
 from fedgen.reporting import attack_logs
 from fedgen.reporting.report import RunRecord, dump_run_json, write_run_report
-from fedgen.tracking.trackers import MlflowTracker, Tracker, tracked_run
+from fedgen.tracking.trackers import DatasetInfo, MlflowTracker, Tracker, tracked_run
 
 log = logging.getLogger("fedgen")
 
@@ -141,7 +142,8 @@ def run_experiment(exp: Experiment) -> Outcome:
         split.num_clients,
         exp.federation.num_rounds,
     )
-    key = _cache_key(exp, cohort, split)
+    digest = cohort_digest(cohort)
+    key = _cache_key(exp, digest, split)
     cached = exp.cache.load(key) if exp.cache is not None and key else None
     status = "off" if exp.cache is None else ("hit" if cached is not None else "miss")
     tags = {**exp.tags, "fedgen.training_cache": status}
@@ -149,6 +151,7 @@ def run_experiment(exp: Experiment) -> Outcome:
         figure_pool.start()  # its imports overlap training
     started = datetime.now(UTC).isoformat(timespec="seconds")
     with tracked_run(exp.tracker, exp.run_name, exp.params, tags) as run:
+        run.log_dataset(dataset_info(exp.training.dataset, cohort, digest, exp.seed))
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
         if cached is not None:
@@ -316,7 +319,14 @@ def _record(
     return metrics
 
 
-def _cache_key(exp: Experiment, cohort: Cohort, split: Split) -> str:
+def cohort_digest(cohort: Cohort) -> str:
+    """SHA-256 hex digest of the cohort's genotypes and labels (with dtypes and shapes)."""
+    return training_key({"cohort": 1}, [cohort.genotypes, cohort.labels])
+
+
+def _cache_key(exp: Experiment, cohort_digest: str, split: Split) -> str:
+    """The training cache's key: everything that determines training, the cohort by its
+    digest (hashed once per job, also the run's dataset digest) and the split by its indices."""
     if exp.cache is None or exp.training_material is None:
         return ""
     material = {
@@ -325,11 +335,39 @@ def _cache_key(exp: Experiment, cohort: Cohort, split: Split) -> str:
         "fedgen": fedgen.__version__,
         "code": code_digest(),
         "libraries": library_versions(),
+        "cohort": cohort_digest,
     }
-    arrays: list[NDArray[Any]] = [cohort.genotypes, cohort.labels]
+    arrays: list[NDArray[Any]] = []
     for c in split.clients:
         arrays += [c.train, c.test]
     return training_key(material, arrays)
+
+
+def dataset_info(source: CohortSource, cohort: Cohort, digest: str, seed: int) -> DatasetInfo:
+    """The cohort as an MLflow dataset: a file by its path, a generator by its settings."""
+    kind = type(source).__name__
+    path = getattr(source, "path", None)
+    if isinstance(path, str) and path:
+        where = Path(path).expanduser().resolve()
+        name, source_type, origin = where.name, "local", json.dumps({"uri": where.as_uri()})
+    else:
+        name, source_type = kind.removesuffix("Cohort").lower() or kind, "code"
+        settings: dict[str, Any] = (
+            asdict(source) if is_dataclass(source) and not isinstance(source, type) else {}
+        )
+        origin = json.dumps(
+            {"generator": f"{type(source).__module__}.{kind}", "seed": seed, **settings},
+            sort_keys=True,
+            default=str,
+        )
+    reference = cohort.reference.n_individuals if cohort.reference is not None else 0
+    profile = {
+        "individuals": cohort.n_individuals,
+        "snps": cohort.n_snps,
+        "cases": int(np.count_nonzero(cohort.labels == 1)),
+        "reference_individuals": reference,
+    }
+    return DatasetInfo(name, digest[:16], source_type, origin, profile)
 
 
 def training_log_csv(result: FederationResult) -> str:

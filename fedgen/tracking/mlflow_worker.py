@@ -15,6 +15,8 @@ its artifact root, and marks FAILED the runs of this host whose process is gone
 may name the run by its ``handle`` instead of its id);
 ``log_history {run_id, steps: [[step, {key: value}], ...]}``; ``set_tags {run_id, tags}``;
 ``log_text {run_id, text, artifact_file}``;
+``log_dataset {run_id, dataset: {name, digest, source_type, source, schema?, profile?},
+context}``;
 ``log_file {run_id, path, artifact_dir, staged?}`` (a staged file is a private copy, deleted
 once stored); ``fail {run_id, what, reason}`` (something the parent could not hand over);
 ``end_run {run_id, status, end_time?}`` -> ``{status}``. Times are the job's clock in ms (the
@@ -258,6 +260,16 @@ class _Store:
         with self._writing(run_id, f"tags {', '.join(sorted(tags))}"):
             for i in range(0, len(items), 100):
                 run.client.log_batch(run_id, tags=items[i : i + 100])
+        return {}
+
+    def log_dataset(self, run_id: str, dataset: dict[str, str], context: str) -> dict[str, Any]:
+        """The cohort as the run's dataset input (the UI's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entry = DatasetInput(Dataset(**dataset), tags=[InputTag("mlflow.data.context", context)])
+        run = self.runs[run_id]
+        with self._writing(run_id, f"dataset {dataset['name']}"):
+            run.client.log_inputs(run_id, datasets=[entry])
         return {}
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> dict[str, Any]:

@@ -38,6 +38,40 @@ DEFAULT_TIMEOUT_S = 10.0
 NETWORK_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What identifies a run's cohort, as an MLflow dataset (no data is uploaded).
+
+    Attributes
+    ----------
+    name : str
+        Short name shown in the UI (the file's name, or the generator's).
+    digest : str
+        Hex digest of the cohort's genotypes and labels (equal digests: equal cohorts).
+    source_type, source : str
+        Where it comes from: ``local`` and the file path, or ``code`` and the generator with its
+        settings, as JSON.
+    profile : dict of str to int
+        Sizes: individuals, SNPs, cases, reference individuals.
+    """
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    profile: dict[str, int]
+
+    def entity(self) -> dict[str, str]:
+        """The fields of ``mlflow.entities.Dataset``."""
+        return {
+            "name": self.name,
+            "digest": self.digest,
+            "source_type": self.source_type,
+            "source": self.source,
+            "profile": json.dumps(self.profile, sort_keys=True),
+        }
+
+
 class Tracker(Protocol):
     """Where a job's params, metrics and artifacts go. One run at a time."""
 
@@ -55,6 +89,10 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Add or overwrite tags of the open run."""
+        ...
+
+    def log_dataset(self, dataset: DatasetInfo, context: str = "training") -> None:
+        """Record the run's input data (MLflow: a dataset input, shown in the UI)."""
         ...
 
     def log_text(self, text: str, artifact_file: str) -> None:
@@ -135,6 +173,9 @@ class InMemoryTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.runs[-1]["tags"].update(tags)
+
+    def log_dataset(self, dataset: DatasetInfo, context: str = "training") -> None:
+        self.runs[-1].setdefault("datasets", []).append((dataset, context))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.runs[-1]["artifacts"][artifact_file] = text
@@ -619,6 +660,9 @@ class MlflowTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._send("set_tags", run_id=self._handle, tags=dict(tags))
+
+    def log_dataset(self, dataset: DatasetInfo, context: str = "training") -> None:
+        self._send("log_dataset", run_id=self._handle, dataset=dataset.entity(), context=context)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", run_id=self._handle, text=text, artifact_file=artifact_file)
