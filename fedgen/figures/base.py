@@ -6,12 +6,12 @@ import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from fedgen.core.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 110
 PCA_MAX_CELLS = 25_000_000  # genotype cells the cohort figures use at most (200 MB as float64)
@@ -42,6 +42,11 @@ def new_figure(title: str, subtitle: str = "", size: tuple[float, float] = (6.4,
     A subtitle longer than the figure is wide (a run's every attack and threshold) is wrapped
     onto more lines, never cut off at the edges.
     """
+    # Imported here: a job hands its figures to the drawing processes and need not load
+    # matplotlib itself (~0.45 s of CPU), nor does a job with figures off.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     if subtitle:
