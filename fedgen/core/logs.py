@@ -13,6 +13,17 @@ def quiet_third_party() -> None:
     flwr = logging.getLogger("flwr")
     flwr.setLevel(logging.ERROR)
     flwr.propagate = False
+    # Flower sets its logger's level to DEBUG when it is imported, and fedgen imports it only
+    # when a job trains (after this runs): a filter on the logger outlives that reset.
+    if not any(isinstance(f, _ErrorsOnly) for f in flwr.filters):
+        flwr.addFilter(_ErrorsOnly())
     # dp-accounting's RDP accountant warns once per skipped Renyi order (dozens of lines for a
     # subsampled Gaussian); the orders it keeps still give a valid epsilon.
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class _ErrorsOnly(logging.Filter):
+    """Pass only records at ERROR or above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
