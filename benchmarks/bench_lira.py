@@ -2,13 +2,19 @@
 
 Run: .venv/bin/python benchmarks/bench_lira.py [--repeats N] [--k K] [--setting NAME ...]
 
-For each setting (``default``: 20,000 x 100 SNPs; ``leaky``: ``experiment=leaky``, 1,000 x
-5,000) the federation is built from its config (in-process backend, no cache); the cohort and
-split are built once. Timed in turn, round-robin so machine noise affects both alike, after one
-untimed warm-up each: one federation's training (``fedgen.experiment.pipeline.train``) and
-LiRA with ``k`` reference federations (``observe`` + ``run``: reference training and scoring)
-on the paper pool. Prints medians, their ratio (target: at most 3x), the peak RSS of each step
-(Linux), and LiRA's AUC and TPR at 1% FPR.
+Settings: ``default`` (20,000 x 100 SNPs, 5 clients), ``leaky`` (``experiment=leaky``: 1,000 x
+5,000, 5 clients) and ``big`` (10,000 x 10,000 SNPs, 10 clients; minutes). Each federation is
+built from its config (in-process backend, no cache); the cohort and split are built once. Timed
+in turn, round-robin so machine noise affects both alike, after one untimed warm-up each (none
+for ``big``, whose first calls are timed too and whose median drops the outlier): one
+federation's training (``fedgen.experiment.pipeline.train``, what ``python -m fedgen`` runs) and
+LiRA with ``k`` reference federations (``observe`` + ``run``: reference training and scoring) on
+the paper pool. Prints, per setting, the medians of wall time and of this process's CPU time
+(less sensitive to other processes on a shared machine), their ratios (the target, at most 3x,
+is on wall time), the peak RSS of each step (Linux), where LiRA's time goes (median of each
+part over the same timed calls: observe, the candidates' margins on the attacked model, the
+reference training, the scoring of the candidates under the reference models and the Gaussian
+fit), and LiRA's AUC and TPR at 1% FPR as a sanity check.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import contextlib
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 
+import fedgen.attacks.lira as lira_module
 from fedgen.attacks import Arena
 from fedgen.attacks.lira import LiRAMIA
 from fedgen.core.logs import quiet_third_party
@@ -32,7 +41,12 @@ from fedgen.experiment.build import build_training
 from fedgen.experiment.pipeline import cohort_and_split, train
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-SETTINGS = {"default": [], "leaky": ["experiment=leaky"]}
+SETTINGS = {
+    "default": [],
+    "leaky": ["experiment=leaky"],
+    "big": ["dataset.n_individuals=10000", "dataset.n_snps=10000", "federation.num_clients=10"],
+}
+PARTS = ("observe", "target margins", "reference training", "scoring")
 
 
 def peak_mib() -> float:
@@ -47,13 +61,37 @@ def reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def bench(setting: str, repeats: int, k: int) -> None:
+def timed(fn: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
+    """``fn``, appending each call's wall time to ``into``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - start)
+
+    return wrapper
+
+
+def bench(setting: str, repeats: int, k: int) -> dict[str, float]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*SETTINGS[setting], "tracking=none"])
     training = build_training(cfg)
     cohort, split = cohort_and_split(training)
     attack = LiRAMIA(k=k, local_epochs=training.federation.local_epochs)
     pool = PaperPool().pool(split, child_rng(training.seed, "evaluation"))
+    warm = setting != "big"
+
+    # Where LiRA's time goes, from the timed calls themselves: the parts run() calls are wrapped.
+    parts: dict[str, list[float]] = {name: [] for name in PARTS}
+    lira_module.signed_margins_target = timed(
+        lira_module.signed_margins_target, parts["target margins"]
+    )
+    attack.train_references = timed(  # type: ignore[method-assign]
+        attack.train_references, parts["reference training"]
+    )
+    runs: list[float] = []
 
     def federation() -> object:
         return train(training, cohort, split)
@@ -62,35 +100,72 @@ def bench(setting: str, repeats: int, k: int) -> None:
     arena = Arena(cohort, pool, result, training.seed, training.model, split)
 
     def lira() -> object:
-        return attack.run(attack.observe(arena).view)
+        start = time.perf_counter()
+        view = attack.observe(arena).view
+        parts["observe"].append(time.perf_counter() - start)
+        return timed(attack.run, runs)(view)
 
     steps = {"federation": federation, f"lira k={k}": lira}
     times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     peaks: dict[str, float] = dict.fromkeys(steps, 0.0)
-    for fn in steps.values():
-        fn()  # warm-up
+    if warm:
+        for fn in steps.values():
+            fn()
+    for name in parts:
+        parts[name].clear()
+    runs.clear()
     for i in range(repeats):
         for name, fn in steps.items():
             reset_peak()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
             peaks[name] = max(peaks[name], peak_mib())
             print(f"  [{setting} {i + 1}/{repeats}] {name}: {times[name][-1]:.3f} s", flush=True)
+    parts["scoring"] = [
+        run - phi - ref
+        for run, phi, ref in zip(
+            runs, parts["target margins"], parts["reference training"], strict=True
+        )
+    ]
     base = statistics.median(times["federation"])
-    print(f"\n{setting}: {'step':<12} {'median':>9} {'ratio':>7} {'peak RSS':>10}")
+    lira_name = f"lira k={k}"
+    base_cpu = statistics.median(cpu["federation"])
+    print(
+        f"\n{setting}: {'step':<22} {'median':>9} {'/ federation':>13} {'CPU':>9} "
+        f"{'/ federation':>13} {'peak RSS':>10}"
+    )
     for name in steps:
-        med = statistics.median(times[name])
-        print(f"{setting}: {name:<12} {med:8.3f}s {med / base:6.2f}x {peaks[name]:8.0f} MiB")
+        med, med_cpu = statistics.median(times[name]), statistics.median(cpu[name])
+        print(
+            f"{setting}: {name:<22} {med:8.3f}s {med / base:12.2f}x {med_cpu:8.3f}s "
+            f"{med_cpu / base_cpu:12.2f}x {peaks[name]:6.0f} MiB"
+        )
+    for name in PARTS:
+        med = statistics.median(parts[name])
+        print(f"{setting}:   {name:<20} {med:8.3f}s {med / base:12.2f}x")
     scored = attack.run(attack.observe(arena).view)
     truth = pool.is_member
     tpr = tpr_at_fpr(scored.oriented_scores, truth, 0.01)
+    ratio = statistics.median(times[lira_name]) / base
+    ratio_cpu = statistics.median(cpu[lira_name]) / base_cpu
+    verdict = "PASS" if ratio <= 3.0 else "MISS"
     print(
-        f"{setting}: lira AUC {auc(scored.oriented_scores, truth):.3f}, TPR@1%FPR "
+        f"{setting}: ratio lira / federation {ratio:.2f}x wall (target <= 3x: {verdict}), "
+        f"{ratio_cpu:.2f}x CPU; "
+        f"lira AUC {auc(scored.oriented_scores, truth):.3f}, TPR@1%FPR "
         f"{'n/a' if tpr is None else f'{tpr:.3f}'}, confidence AUC "
         f"{auc(scored.baselines['confidence'], truth):.3f}\n",
         flush=True,
     )
+    return {
+        "federation": base,
+        "lira": statistics.median(times[lira_name]),
+        "ratio": ratio,
+        "ratio_cpu": ratio_cpu,
+    }
 
 
 def main() -> None:
@@ -100,8 +175,11 @@ def main() -> None:
     parser.add_argument("--setting", action="append", choices=sorted(SETTINGS))
     args = parser.parse_args()
     quiet_third_party()
-    for setting in args.setting or list(SETTINGS):
-        bench(setting, args.repeats, args.k)
+    chosen = args.setting or ["default", "leaky"]
+    summary = {setting: bench(setting, args.repeats, args.k) for setting in chosen}
+    print(f"{'setting':<10} {'federation':>11} {'lira':>9} {'ratio':>7}")
+    for setting, row in summary.items():
+        print(f"{setting:<10} {row['federation']:10.3f}s {row['lira']:8.3f}s {row['ratio']:6.2f}x")
 
 
 if __name__ == "__main__":

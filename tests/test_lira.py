@@ -23,7 +23,7 @@ from fedgen.data import SyntheticCohort
 from fedgen.evaluation.assess import assess
 from fedgen.evaluation.pools import PaperPool
 from fedgen.federation import train_federation
-from fedgen.models import MLP, SGDLogistic
+from fedgen.models import MLP, SGDLogistic, stacked
 from fedgen.models.stacked import SGDRule, sgd_rule, train_stacked
 from tests.conftest import make_split
 from tests.conftest import settings as fed_settings
@@ -64,7 +64,12 @@ def _sklearn_federation(
 @pytest.mark.parametrize("method", ["primal", "dual"])
 @pytest.mark.parametrize(
     "sgd",
-    [{}, {"learning_rate": "constant", "eta0": 0.01}, {"learning_rate": "invscaling", "eta0": 0.1}],
+    [
+        {},
+        {"learning_rate": "constant", "eta0": 0.01},
+        {"learning_rate": "invscaling", "eta0": 0.1},
+        {"fit_intercept": False, "alpha": 0.01},
+    ],
 )
 def test_stacked_training_is_sklearn_partial_fit_with_fedavg(
     method: str, sgd: dict[str, object]
@@ -83,6 +88,65 @@ def test_stacked_training_is_sklearn_partial_fit_with_fedavg(
     assert np.abs(got.coef[0] - coef).max() < 1e-10 * scale
     assert abs(got.intercept[0] - intercept) < 1e-10 * scale
     assert np.abs(coef).max() > 0  # it trained at all
+
+
+@pytest.mark.parametrize("method", ["primal", "dual"])
+def test_chunks_groups_and_int8_pools_keep_sklearn_partial_fit(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Many chunks of steps (the lazy decay folded in between), models stepped in groups of
+    # two, dot products in pieces, and an int8 pool cast a chunk at a time: still partial_fit
+    # with FedAvg.
+    monkeypatch.setattr(stacked, "CHUNK_VALUES", 3 * 2 * 9)  # 3 steps per chunk of 2 models
+    monkeypatch.setattr(stacked, "GROUP_VALUES", 2 * 9)
+    monkeypatch.setattr(stacked, "DOT_COLUMNS", 4)  # row dot products in pieces of 4 columns
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 3, (70, 8)).astype(np.int8)
+    y = rng.integers(0, 2, 70)
+    rows = np.stack([rng.permutation(70)[:41] for _ in range(3)])
+    sizes = (20, 21)
+    rule = sgd_rule(SGDLogistic(shuffle=False, learning_rate="constant", eta0=0.05))
+    assert rule is not None
+    done: list[int] = []
+    got = train_stacked(
+        X, y, rows, sizes, rounds=3, epochs=2, rule=rule, rng=child_rng(0, "c"), method=method,
+        on_round=done.append,
+    )  # fmt: skip
+    assert done == [1, 1, 1]
+    for k in range(3):
+        coef, intercept = _sklearn_federation(
+            X.astype(np.float64), y, rows[k], sizes, 3, 2, learning_rate="constant", eta0=0.05
+        )
+        assert np.abs(got.coef[k] - coef).max() < 1e-12
+        assert abs(got.intercept[k] - intercept) < 1e-12
+    same = train_stacked(
+        X.astype(np.float64), y, rows, sizes, rounds=3, epochs=2, rule=rule,
+        rng=child_rng(0, "c"), method=method,
+    )  # fmt: skip
+    np.testing.assert_array_equal(got.client_coef, same.client_coef)  # int8 pool = float pool
+
+
+def test_stacked_logits_are_each_models_decision_function() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 3, (40, 6)).astype(np.float64)
+    y = rng.integers(0, 2, 40)
+    rows = np.stack([rng.permutation(40)[:20] for _ in range(4)])
+    refs = train_stacked(
+        X, y, rows, (10, 10), rounds=2, epochs=1, rule=SGDRule(), rng=child_rng(0, "l")
+    )
+    for client in (None, 0, 1):
+        got = refs.logits(X, client)
+        assert got.shape == (40, 4)
+        for k in range(4):
+            params = (
+                {"coef": refs.coef[k], "intercept": refs.intercept[k : k + 1]}
+                if client is None
+                else {
+                    "coef": refs.client_coef[k, client],
+                    "intercept": refs.client_intercept[k, client : client + 1],
+                }
+            )
+            np.testing.assert_allclose(got[:, k], MODEL.decision_function(params, X), atol=1e-12)
 
 
 def test_a_stacked_run_is_k_separate_runs() -> None:

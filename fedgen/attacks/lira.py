@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,15 +11,15 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from fedgen.attacks.base import Arena, Observation, check_threshold
-from fedgen.attacks.genotypes import Features
+from fedgen.attacks.genotypes import row_chunks, take
 from fedgen.attacks.membership import MODEL_OF_OBSERVER
 from fedgen.attacks.observers import OBSERVERS, check_observer
-from fedgen.attacks.signals import ModelChoice, decision_values, logits
+from fedgen.attacks.signals import ModelChoice, decision_values
 from fedgen.attacks.views import MembershipView, membership_view
+from fedgen.core import progress
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import AttackResult
 from fedgen.core.seeding import child_rng
-from fedgen.models import Model
 from fedgen.models.stacked import SGDRule, StackedFederations, sgd_rule, train_stacked
 
 
@@ -32,8 +33,9 @@ class LiRAView:
         The candidates (records, labels, client asked about) and the server's record.
     rule : SGDRule
         The model's SGD settings (the recipe, which every observer knows).
-    reference_X : ndarray of float64, shape (N, p)
-        Reference individuals' genotypes (the attacker's own data; none is a candidate).
+    reference_X : ndarray of int8, shape (N, p)
+        Reference individuals' genotypes (the attacker's own data; none is a candidate), as
+        the cohort holds them (the reference training casts a few rows at a time).
     reference_y : ndarray of int8, shape (N,)
     sizes : ndarray of int64, shape (C,)
         Training rows per client of the target federation.
@@ -45,24 +47,12 @@ class LiRAView:
 
     target: MembershipView
     rule: SGDRule
-    reference_X: NDArray[np.float64]
+    reference_X: NDArray[np.int8]
     reference_y: NDArray[np.int8]
     sizes: NDArray[np.int64]
     rounds: int
     epochs: int
     seed: int
-
-
-def signed_margins(
-    model: Model,
-    coef: NDArray[np.float64],
-    intercept: float,
-    X: Features,
-    y: NDArray[np.integer],
-) -> NDArray[np.float64]:
-    """The logit of the true label (``z`` for y = 1, ``-z`` for y = 0), float64 (n,)."""
-    z = logits(model, {"coef": coef, "intercept": np.array([intercept])}, X)
-    return np.asarray(np.where(y == 1, z, -z), np.float64)
 
 
 class LiRAMIA:
@@ -165,7 +155,7 @@ class LiRAMIA:
         view = LiRAView(
             target=obs.view,
             rule=rule,
-            reference_X=ref.genotypes.astype(np.float64),
+            reference_X=ref.genotypes,
             reference_y=ref.labels,
             sizes=sizes,
             rounds=len(arena.server.rounds),
@@ -174,8 +164,13 @@ class LiRAMIA:
         )
         return Observation(view=view, truth=obs.truth, clients=obs.clients)
 
-    def train_references(self, view: LiRAView) -> StackedFederations:
-        """The ``k`` reference federations, trained batched on draws of the reference rows."""
+    def train_references(
+        self, view: LiRAView, on_round: Callable[[int], None] | None = None
+    ) -> StackedFederations:
+        """The ``k`` reference federations, trained batched on draws of the reference rows.
+
+        ``on_round`` is called with 1 after each of the ``view.rounds`` FedAvg rounds.
+        """
         n_ref, total = view.reference_X.shape[0], int(view.sizes.sum())
         draw = child_rng(view.seed, f"attack/{self.name}/reference-rows")
         rows = np.stack([draw.permutation(n_ref)[:total] for _ in range(self.k)])
@@ -191,29 +186,25 @@ class LiRAMIA:
             rng=child_rng(view.seed, f"attack/{self.name}/reference-order"),
             initial_coef=initial["coef"],
             initial_intercept=float(initial["intercept"][0]),
+            on_round=on_round,
         )
 
     def run(self, view: LiRAView) -> AttackResult:
         """Score each candidate by its confidence's z-score under the reference models."""
         t = view.target
         phi = signed_margins_target(t, self.model)
-        refs = self.train_references(view)
-        out = np.empty((t.labels.shape[0], self.k))
-        for j in range(self.k):
-            if self.model == "global":
-                out[:, j] = signed_margins(
-                    t.model, refs.coef[j], float(refs.intercept[j]), t.records, t.labels
-                )
-                continue
-            for c in np.unique(t.clients):
-                rows = np.flatnonzero(t.clients == c)
-                out[rows, j] = signed_margins(
-                    t.model,
-                    refs.client_coef[j, c],
-                    float(refs.client_intercept[j, c]),
-                    t.records.subset(rows),
-                    t.labels[rows],
-                )
+        with progress.step("reference federations", view.rounds) as done:
+            refs = self.train_references(view, on_round=done)
+        n = t.labels.shape[0]
+        if self.model == "global":
+            groups: list[tuple[int | None, NDArray[np.intp]]] = [(None, np.arange(n))]
+        else:
+            groups = [(int(c), np.flatnonzero(t.clients == c)) for c in np.unique(t.clients)]
+        out = np.empty((n, self.k))  # each candidate's logit under every reference model
+        for client, rows in groups:
+            for part in row_chunks(rows, t.records.shape[1]):
+                out[part] = refs.logits(take(t.records, part), client)
+        np.negative(out, out=out, where=(t.labels == 0)[:, None])  # signed margins
         z = gaussian_z(phi, out, self.fixed_variance)
         return AttackResult(
             self.name,
