@@ -34,7 +34,7 @@ from fedgen.experiment.objective import Objective
 from fedgen.experiment.privacy import Privacy, account, audit_violations
 from fedgen.federation import FederationSettings
 from fedgen.figures import pool as figure_pool
-from fedgen.figures.run import run_figures
+from fedgen.figures.run import cohort_figures, run_figures
 from fedgen.models import Model
 from fedgen.reporting import attack_logs
 from fedgen.reporting.report import RunRecord, dump_run_json, write_run_report
@@ -152,6 +152,13 @@ def run_experiment(exp: Experiment) -> Outcome:
     started = datetime.now(UTC).isoformat(timespec="seconds")
     with tracked_run(exp.tracker, exp.run_name, exp.params, tags) as run:
         run.log_dataset(dataset_info(exp.training.dataset, cohort, digest, exp.seed))
+        if exp.figures and exp.evaluation is not None:
+            # Drawn while the job trains and attacks: they depend on the cohort only.
+            figure_pool.submit(
+                cohort_figures(cohort, exp.seed),
+                exp.output_dir / "figures",
+                run.artifact_sink("figures"),
+            )
         for name, text in exp.artifacts.items():
             run.log_text(text, name)
         if cached is not None:
@@ -286,7 +293,9 @@ def _figures(
     )
     sink = run.artifact_sink("figures")
     figure_pool.submit(
-        run_figures(arena, exp.attacks, done, subtitle), exp.output_dir / "figures", sink
+        run_figures(arena, exp.attacks, done, subtitle, cohort_too=False),
+        exp.output_dir / "figures",
+        sink,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fedgen.attacks import Arena, Attack, GradientNormMIA
+from fedgen.core.records import Cohort
 from fedgen.core.seeding import child_rng
 from fedgen.evaluation.assess import Assessment
 from fedgen.figures.base import PCA_MAX_CELLS
@@ -21,6 +22,7 @@ def run_figures(
     attacks: Sequence[Attack[Any]],
     assessments: Sequence[Assessment],
     subtitle: str,
+    cohort_too: bool = True,
 ) -> list[Task]:
     """Every per-run figure: leakage (histogram, ROC, threshold curves, per-client AUC,
     and over rounds for attacks on every round), the cohort (PCA, top SNP correlations) and
@@ -33,7 +35,8 @@ def run_figures(
     identical across a threshold sweep, and the figure pool draws them once. The cohort
     figures depend on the cohort only, so their subtitle names only its size (and the causal
     SNPs a simulated cohort knows, which the correlation bars mark), and they are drawn once
-    for all federation settings too.
+    for all federation settings too. ``cohort_too=False`` leaves them out (a job submits them
+    early, from :func:`cohort_figures`).
     """
     # Attacks that score no targets (label_counts estimates per client) have no ROC or scores.
     scored = [(attack, a) for attack, a in zip(attacks, assessments, strict=True) if a.truth.size]
@@ -50,35 +53,8 @@ def run_figures(
         for attack, a in zip(attacks, assessments, strict=True)
         if isinstance(attack, GradientNormMIA)
     ][:1]
-    # The cohort figures see at most PCA_MAX_CELLS genotype cells (a random subset of rows of
-    # a biobank-sized cohort): each task is pickled to the drawing process.
-    genotypes, labels = cohort.genotypes, cohort.labels
-    causal = cohort.metadata.get("causal")
-    about_cohort = f"{cohort.n_individuals:,} individuals x {cohort.n_snps:,} SNPs"
-    if causal is not None:
-        about_cohort += f", {int(np.count_nonzero(causal))} causal"
-    correlated_on = about_cohort
-    if genotypes.size > PCA_MAX_CELLS:
-        keep = PCA_MAX_CELLS // max(1, cohort.n_snps)
-        rows = np.sort(
-            child_rng(arena.seed, "figures/rows").choice(cohort.n_individuals, keep, False)
-        )
-        genotypes, labels = genotypes[rows], labels[rows]
-        correlated_on = f"{about_cohort}; r on {keep:,} random individuals"
-    figures += [
-        Task(
-            "snp_pca",
-            (genotypes, labels, about_cohort, child_rng(arena.seed, "figures/pca")),
-            # A simulated cohort (it knows its causal SNPs) gets dots by label; a real one
-            # (a file) only a density: its individuals' points stay out of shared figures.
-            {"density": "causal" not in cohort.metadata},
-        ),
-        Task(
-            "top_snp_correlations",
-            (genotypes, labels, list(cohort.snp_names), correlated_on),
-            {} if causal is None else {"causal": causal},
-        ),
-    ]
+    if cohort_too:
+        figures += cohort_figures(arena.cohort, arena.seed)
     rounds = arena.server.rounds
     if rounds:
         figures.append(
@@ -135,3 +111,35 @@ def run_figures(
     if per_round:
         figures.append(Task("leakage_over_rounds", (per_round, subtitle)))
     return figures
+
+
+def cohort_figures(cohort: Cohort, seed: int) -> list[Task]:
+    """The cohort's figures (PCA, top SNP correlations): they depend on the cohort only, so a
+    job submits them before training, to be drawn while it trains and attacks."""
+    # The cohort figures see at most PCA_MAX_CELLS genotype cells (a random subset of rows of
+    # a biobank-sized cohort): each task is pickled to the drawing process.
+    genotypes, labels = cohort.genotypes, cohort.labels
+    causal = cohort.metadata.get("causal")
+    about_cohort = f"{cohort.n_individuals:,} individuals x {cohort.n_snps:,} SNPs"
+    if causal is not None:
+        about_cohort += f", {int(np.count_nonzero(causal))} causal"
+    correlated_on = about_cohort
+    if genotypes.size > PCA_MAX_CELLS:
+        keep = PCA_MAX_CELLS // max(1, cohort.n_snps)
+        rows = np.sort(child_rng(seed, "figures/rows").choice(cohort.n_individuals, keep, False))
+        genotypes, labels = genotypes[rows], labels[rows]
+        correlated_on = f"{about_cohort}; r on {keep:,} random individuals"
+    return [
+        Task(
+            "snp_pca",
+            (genotypes, labels, about_cohort, child_rng(seed, "figures/pca")),
+            # A simulated cohort (it knows its causal SNPs) gets dots by label; a real one
+            # (a file) only a density: its individuals' points stay out of shared figures.
+            {"density": "causal" not in cohort.metadata},
+        ),
+        Task(
+            "top_snp_correlations",
+            (genotypes, labels, list(cohort.snp_names), correlated_on),
+            {} if causal is None else {"causal": causal},
+        ),
+    ]
