@@ -11,9 +11,9 @@ Each setting is one ``python -m fedgen`` in a subprocess: 20 clients x 2,000 ind
 ``tracking=none`` is one process) and the peak of the summed resident memory of the whole process
 tree, polled from ``/proc`` every 0.1 s; and its wall and CPU time (user + system: on a machine
 shared with other work, wall time says little and CPU time / 2 is what 2 free cores would need at
-least). Prints each run and the medians over ``--repeats`` runs; ``--big`` adds one run at 100,000
-SNPs. ``--cwd`` runs another checkout's ``fedgen`` (e.g. a ``git worktree`` of an older commit, for
-the before figure).
+least), with the 1-minute load average at its end. Prints each run and the medians over
+``--repeats`` runs; ``--big`` adds one run at 100,000 SNPs. ``--cwd`` runs another checkout's
+``fedgen`` (e.g. a ``git worktree`` of an older commit, for the before figure).
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run_once(python: str, overrides: list[str], cwd: Path) -> tuple[float, float, float, float]:
-    """One run: wall s, CPU s (user + system), /usr/bin/time max RSS GiB, tree peak GiB."""
+def run_once(
+    python: str, overrides: list[str], cwd: Path
+) -> tuple[float, float, float, float, float]:
+    """One run: wall s, CPU s (user + system), /usr/bin/time max RSS GiB, tree peak GiB, load."""
     with tempfile.TemporaryDirectory(prefix="fedgen-bench-mem-") as out:
         cmd = [python, "-m", "fedgen", *overrides, f"hydra.run.dir={out}"]
         timer = shutil.which("time") and Path("/usr/bin/time").exists()
@@ -92,7 +94,7 @@ def run_once(python: str, overrides: list[str], cwd: Path) -> tuple[float, float
         max_rss = int(found.group(1)) * 1024 / GIB if found else float("nan")
         times = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text)
         cpu = sum(map(float, times)) if times else float("nan")
-        return wall, cpu, max_rss, peak[0] / GIB
+        return wall, cpu, max_rss, peak[0] / GIB, os.getloadavg()[0]
 
 
 def setting(
@@ -111,10 +113,10 @@ def setting(
 
 
 def _row(run: tuple[float, ...]) -> str:
-    wall, cpu, max_rss, tree = run
+    wall, cpu, max_rss, tree, load = run
     return (
         f"{wall:6.1f} s wall, {cpu:6.1f} s CPU, max RSS {max_rss:5.2f} GiB (/usr/bin/time), "
-        f"process tree peak {tree:5.2f} GiB"
+        f"process tree peak {tree:5.2f} GiB, load {load:4.1f}"
     )
 
 
