@@ -15,13 +15,13 @@ from fedgen.attacks import Arena, ConfidenceMIA, GradientNormMIA
 from fedgen.attacks import genotypes as genotype_rows
 from fedgen.attacks.alignment import AlignmentMIA, alignments
 from fedgen.attacks.genotypes import GenotypeRows, chunk_rows
-from fedgen.attacks.gmia import norms_and_log_norms
 from fedgen.attacks.lrt import LikelihoodRatioMIA, allele_frequencies, lr_statistics
 from fedgen.attacks.membership import MODEL_OF_OBSERVER
 from fedgen.attacks.signals import (
     decision_values,
     gradient_norms,
     log_gradient_norms,
+    norms_and_log_norms,
     per_sample_gradients,
 )
 from fedgen.attacks.views import label_view, membership_view

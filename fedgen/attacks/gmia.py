@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
-from scipy.special import expit, log_expit
 
-from fedgen.attacks.genotypes import Features, n_rows
-from fedgen.attacks.membership import MembershipAttack, attacked_chunks
-from fedgen.attacks.signals import ModelChoice
+from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.signals import norms_and_log_norms
 from fedgen.attacks.views import MembershipView
-from fedgen.core.records import AttackResult, FederationResult
-from fedgen.models import Model
+from fedgen.core.records import AttackResult
 
 GENOTYPE_MAX = 2.0  # minor-allele counts are 0, 1 or 2
 
@@ -50,38 +46,3 @@ class GradientNormMIA(MembershipAttack):
         # Ranked by -log ||g|| computed in log space: the residual sigmoid(z) - y rounds to
         # exactly 0 for confidently fitted candidates, tying them; its logarithm does not.
         return AttackResult(self.name, np.asarray(scores, np.float64), False, ranks=-log_norms)
-
-
-def norms_and_log_norms(
-    model: Model,
-    server: FederationResult,
-    choice: ModelChoice,
-    X: Features,
-    y: NDArray[np.integer],
-    clients: NDArray[np.int64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """:func:`~fedgen.attacks.signals.gradient_norms` and ``log_gradient_norms`` in one pass.
-
-    Each chunk of candidates is cast to float64 once (into a reused buffer) and both signals
-    are computed from it, with the same arithmetic as the two functions, so the values are
-    theirs bit for bit.
-
-    Returns
-    -------
-    (ndarray of float64, ndarray of float64), each shape (n,)
-        ``||g||`` and ``log ||g||`` of each target's log-loss gradient on its attacked model.
-    """
-    norms, log_norms = np.empty(n_rows(X)), np.empty(n_rows(X))
-    for params, part, x in attacked_chunks(server, choice, clients, X):
-        g = model.per_sample_gradients(params, x, y[part])
-        norms[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
-        del g
-        z = model.decision_function(params, x)
-        easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
-        g = model.per_sample_gradients(params, x, easy)
-        residual = np.where(easy == 1, expit(-z), expit(z))
-        log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
-        del g
-        margin = np.where(y[part] == 1, z, -z)
-        log_norms[part] = log_expit(-margin) + log_grad_z
-    return norms, log_norms

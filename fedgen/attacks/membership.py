@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
-import numpy as np
-from numpy.typing import NDArray
-
 from fedgen.attacks.base import Arena, Observation, check_threshold
-from fedgen.attacks.genotypes import Features, float_chunks, row_chunks
 from fedgen.attacks.observers import OBSERVERS, check_observer
-from fedgen.attacks.signals import ModelChoice, attacked_params, check_model_choice
+from fedgen.attacks.signals import ModelChoice, check_model_choice
 from fedgen.attacks.views import MembershipView, membership_view
 from fedgen.core.errors import ConfigError
-from fedgen.core.records import FederationResult, Params
 
 # The model each observer attacks: the server the last local model the candidate's own client
 # returned; a peer and the public the final global model (a peer also saw the earlier global
@@ -75,23 +69,3 @@ class MembershipAttack:
     def observe(self, arena: Arena) -> Observation[MembershipView]:
         """Candidates and their labels; membership stays with the metrics."""
         return membership_view(arena)
-
-
-def attacked_chunks(
-    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64], X: Features
-) -> Iterator[tuple[Params, NDArray[np.intp], NDArray[np.float64]]]:
-    """Each attacked model with a bounded chunk of its targets, as float64 rows.
-
-    The chunks are those :mod:`fedgen.attacks.signals` reads (per attacked model, then
-    :func:`~fedgen.attacks.genotypes.row_chunks`), cast into one reused buffer: each chunk's
-    rows (k, p) are valid until the next chunk is asked for.
-
-    Yields
-    ------
-    (Params, ndarray of intp, ndarray of float64)
-        The parameters, the targets' indices (k,) and their rows (k, p).
-    """
-    for params, rows in attacked_params(server, choice, clients):
-        pieces = list(row_chunks(rows, X.shape[1]))
-        for part, x in zip(pieces, float_chunks(X, pieces), strict=True):
-            yield params, part, x

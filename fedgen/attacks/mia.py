@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from fedgen.attacks.membership import MembershipAttack, attacked_chunks
+from fedgen.attacks.membership import MembershipAttack
+from fedgen.attacks.signals import decision_values
 from fedgen.attacks.views import MembershipView
 from fedgen.core.records import AttackResult
 
@@ -30,10 +31,7 @@ class ConfidenceMIA(MembershipAttack):
 
     def run(self, view: MembershipView) -> AttackResult:
         """Score each candidate by the confidence in its true label."""
-        # signals.decision_values' chunks and arithmetic, cast into one reused buffer.
-        z = np.empty(view.records.shape[0])
-        for params, part, x in attacked_chunks(view.server, self.model, view.clients, view.records):
-            z[part] = view.model.decision_function(params, x)
+        z = decision_values(view.model, view.server, self.model, view.records, view.clients)
         signed = np.where(view.labels == 1, z, -z)
         # The margin orders candidates as the confidence would in exact arithmetic; the
         # confidence itself rounds to exactly 1.0 once the margin passes ~37.

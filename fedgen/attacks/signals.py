@@ -16,7 +16,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit, log_expit
 
-from fedgen.attacks.genotypes import CHUNK_ROWS, Features, n_rows, row_chunks, take
+from fedgen.attacks.genotypes import (
+    CHUNK_ROWS,
+    Features,
+    float_chunks,
+    n_rows,
+    row_chunks,
+    take,
+)
 from fedgen.core.errors import ConfigError
 from fedgen.core.records import FederationResult, Params
 from fedgen.models import Model
@@ -75,18 +82,53 @@ def decision_values(
 ) -> NDArray[np.float64]:
     """Each target's decision value (logit) on its attacked model: X (n, p) -> float64 (n,)."""
     out = np.empty(n_rows(X))
-    for params, part in _chunks(server, choice, clients, X.shape[1]):
-        out[part] = model.decision_function(params, take(X, part))
+    for params, part, x in attacked_chunks(server, choice, clients, X):
+        out[part] = model.decision_function(params, x)
     return out
 
 
-def _chunks(
-    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64], n_features: int
-) -> Iterator[tuple[Params, NDArray[np.intp]]]:
-    """Each attacked model with the targets it scores, a bounded chunk at a time."""
+def attacked_chunks(
+    server: FederationResult, choice: ModelChoice, clients: NDArray[np.int64], X: Features
+) -> Iterator[tuple[Params, NDArray[np.intp], NDArray[np.float64]]]:
+    """Each attacked model with a bounded chunk of its targets, as float64 rows.
+
+    Per attacked model (:func:`attacked_params`), then
+    :func:`~fedgen.attacks.genotypes.row_chunks`; the rows are cast into one reused buffer
+    (fresh memory costs more than the arithmetic at biobank scale), so each chunk's rows
+    (k, p) are valid only until the next chunk is asked for.
+
+    Yields
+    ------
+    (Params, ndarray of intp, ndarray of float64)
+        The parameters, the targets' indices (k,) and their rows (k, p).
+    """
     for params, rows in attacked_params(server, choice, clients):
-        for part in row_chunks(rows, n_features):
-            yield params, part
+        pieces = list(row_chunks(rows, X.shape[1]))
+        for part, x in zip(pieces, float_chunks(X, pieces), strict=True):
+            yield params, part, x
+
+
+def _log_norms(
+    model: Model, params: Params, x: NDArray[np.float64], y: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """``log ||g||`` of each row's log-loss gradient (see :func:`log_gradient_norms`)."""
+    z = model.decision_function(params, x)
+    easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
+    g = model.per_sample_gradients(params, x, easy)
+    residual = np.where(easy == 1, expit(-z), expit(z))
+    log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
+    margin = np.where(y == 1, z, -z)
+    out: NDArray[np.float64] = log_expit(-margin) + log_grad_z
+    return out
+
+
+def _norms(
+    model: Model, params: Params, x: NDArray[np.float64], y: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """``||g||`` of each row's log-loss gradient (see :func:`gradient_norms`)."""
+    g = model.per_sample_gradients(params, x, y)
+    out: NDArray[np.float64] = np.sqrt(np.einsum("ij,ij->i", g, g))
+    return out
 
 
 def log_gradient_norms(
@@ -107,15 +149,8 @@ def log_gradient_norms(
     by it loses nothing). Float64 (n,); finite even where ``||g||`` rounds to 0.
     """
     out = np.empty(n_rows(X))
-    for params, part in _chunks(server, choice, clients, X.shape[1]):
-        x = take(X, part)
-        z = model.decision_function(params, x)
-        easy = (z < 0).astype(np.int8)  # the label whose residual is >= 1/2 in size
-        g = model.per_sample_gradients(params, x, easy)
-        residual = np.where(easy == 1, expit(-z), expit(z))
-        log_grad_z = 0.5 * np.log(np.einsum("ij,ij->i", g, g)) - np.log(residual)
-        margin = np.where(y[part] == 1, z, -z)
-        out[part] = log_expit(-margin) + log_grad_z
+    for params, part, x in attacked_chunks(server, choice, clients, X):
+        out[part] = _log_norms(model, params, x, y[part])
     return out
 
 
@@ -129,10 +164,31 @@ def gradient_norms(
 ) -> NDArray[np.float64]:
     """Each target's per-sample log-loss gradient norm on its attacked model, float64 (n,)."""
     out = np.empty(n_rows(X))
-    for params, part in _chunks(server, choice, clients, X.shape[1]):
-        g = model.per_sample_gradients(params, take(X, part), y[part])
-        out[part] = np.sqrt(np.einsum("ij,ij->i", g, g))
+    for params, part, x in attacked_chunks(server, choice, clients, X):
+        out[part] = _norms(model, params, x, y[part])
     return out
+
+
+def norms_and_log_norms(
+    model: Model,
+    server: FederationResult,
+    choice: ModelChoice,
+    X: Features,
+    y: NDArray[np.integer],
+    clients: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`gradient_norms` and :func:`log_gradient_norms` from one cast of each chunk.
+
+    Returns
+    -------
+    (ndarray of float64, ndarray of float64), each shape (n,)
+        ``||g||`` and ``log ||g||``, bit for bit those of the two functions.
+    """
+    norms, log_norms = np.empty(n_rows(X)), np.empty(n_rows(X))
+    for params, part, x in attacked_chunks(server, choice, clients, X):
+        norms[part] = _norms(model, params, x, y[part])
+        log_norms[part] = _log_norms(model, params, x, y[part])
+    return norms, log_norms
 
 
 def logit_gradients(model: Model, params: Params, X: NDArray[np.float64]) -> NDArray[np.float64]:
