@@ -111,6 +111,8 @@ def test_runs_metrics_and_figures_are_visible_through_the_rest_api(server: str) 
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         thresholds.add(params["threshold"])
         assert params["attack"] == "gmia"
+        (dataset,) = run["inputs"]["dataset_inputs"]  # the cohort, in the UI's Datasets column
+        assert dataset["dataset"]["name"] == "synthetic" and len(dataset["dataset"]["digest"]) == 16
         assert 0.0 <= metrics["gmia/f1"] <= 1.0 and 0.0 <= metrics["gmia/auc"] <= 1.0
         run_id = run["info"]["run_id"]
         history = _get(
@@ -185,6 +187,7 @@ def test_the_printed_ui_pages_list_the_runs_in_a_real_browser(
     assert "Run Name" in shown and "3 matching runs" in shown, shown[:3000]
     for name in names:
         assert name in shown, (name, shown[:3000])
+    assert "synthetic" in shown, shown[:3000]  # the Datasets column names the cohort
     assert not [w for w in GENAI_LANDING if w in shown], shown[:3000]
     # The README's run-list URL: the sweep's parent run, not the GenAI traces overview.
     shown = _render(ui_url(exp_id, address=server), found)
