@@ -54,8 +54,9 @@ bench: install ## benchmarks (prints medians and ratios)
 	$(PY) benchmarks/bench_attacks.py --quick
 	$(PY) benchmarks/bench_lira.py
 
-bench-big: install ## the attacks' cost at 10,000 x 10,000 SNPs too (~10 min)
+bench-big: install ## the attacks' and LiRA's cost at 10,000 x 10,000 SNPs too (~15 min)
 	$(PY) benchmarks/bench_attacks.py
+	$(PY) benchmarks/bench_lira.py --setting big
 
 docs-figures: install ## regenerate the README's figures (docs/*.png) from the default experiment
 	rm -rf .docs-run
