@@ -24,9 +24,9 @@ from pathlib import Path
 TARGET_SPEEDUP = 1.3  # on 2 cores shared with other work; 2.0 is the ceiling
 
 
-def sweep(jobs: int) -> list[str]:
+def sweep(jobs: int, extra: Sequence[str] = ()) -> list[str]:
     seeds = ",".join(str(s) for s in range(jobs))
-    return ["-m", "fedgen", "--multirun", "attack=gmia", f"seed={seeds}"]
+    return ["-m", "fedgen", "--multirun", "attack=gmia", f"seed={seeds}", *extra]
 
 
 def run(args: Sequence[str], cwd: Path) -> tuple[float, float]:
@@ -55,11 +55,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each command")
     parser.add_argument("--jobs", type=int, default=8, help="jobs in the sweep (seeds)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra overrides for every job, e.g. experiment=leaky (longer jobs)",
+    )
     args = parser.parse_args()
     commands = {
-        "basic launcher": sweep(args.jobs),
+        "basic launcher": sweep(args.jobs, args.overrides),
         "joblib launcher, n_jobs=2": [
-            *sweep(args.jobs),
+            *sweep(args.jobs, args.overrides),
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
         ],
@@ -68,7 +73,8 @@ def main() -> None:
     peaks: dict[str, list[float]] = {k: [] for k in commands}
     with tempfile.TemporaryDirectory(prefix="fedgen-bench-") as tmp:
         cwd = Path(tmp)
-        print(f"{args.jobs}-job seed sweep (attack=gmia), {os.cpu_count()} CPUs")
+        what = " ".join(["attack=gmia", *args.overrides])
+        print(f"{args.jobs}-job seed sweep ({what}), {os.cpu_count()} CPUs")
         print("warm-up: python -m fedgen attack=gmia (creates <tmpdir>/mlflow.db, not timed)")
         run(["-m", "fedgen", "attack=gmia"], cwd)
         for i in range(args.repeats):  # interleaved, so machine noise hits both alike
