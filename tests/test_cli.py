@@ -14,16 +14,20 @@ from mlflow.tracking import MlflowClient
 TINY = ["dataset=tiny", "federation.num_rounds=2"]
 
 
-def fedgen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def fedgen(
+    cwd: Path, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m fedgen <args>`` in ``cwd`` with its own training cache and MLflow store."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["FEDGEN_CACHE_DIR"] = str(cwd / "cache")
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "fedgen", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
 

@@ -8,9 +8,7 @@ reuses that federation from the training cache.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,24 +19,15 @@ from fedgen.experiment.build import build_training
 from fedgen.federation import FederationSettings
 from fedgen.federation.runners import InProcessRunner
 from fedgen.federation.settings import Deferred
+from tests.test_cli import fedgen
 
 TINY = ["dataset=tiny", "federation.num_rounds=2", "tracking=none", "attack=gmia"]
 TRAINING_ONLY = ("flwr", "ray", "grpc")
 
 
 def _fedgen(cwd: Path, imports: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["FEDGEN_CACHE_DIR"] = str(cwd / "cache")
-    env["FEDGEN_IMPORTS_FILE"] = str(imports)
-    return subprocess.run(
-        [sys.executable, "-m", "fedgen", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    extra = {"FEDGEN_IMPORTS_FILE": str(imports)}
+    return fedgen(cwd, *args, extra_env=extra, timeout=600)
 
 
 def test_cache_hit_sweep_imports_no_flower_or_ray(tmp_path: Path) -> None:
