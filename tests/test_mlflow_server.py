@@ -124,6 +124,18 @@ def test_runs_metrics_and_figures_are_visible_through_the_rest_api(server: str) 
         assert {"roc.png", "gradient_norm_histogram.png", "snp_pca.png"} <= names
         assert all(int(f["file_size"]) > 1000 for f in listed["files"])
     assert thresholds == {"0.3", "0.5"}
+    # Each run's Description is its verdict; the parent names what the sweep varied, its best
+    # AUC (a metric name of its own), and the sweep's verdicts.
+    child_tags = [t for t in tags if t.get("fedgen.role") != "sweep"]
+    assert all(t["mlflow.note.content"].startswith("- **gmia**: ") for t in child_tags)
+    parent_params = {p["key"]: p["value"] for p in parents[0]["data"]["params"]}
+    assert parent_params["threshold"] == "0.3,0.5"
+    parent_metrics = {m["key"]: m["value"] for m in parents[0]["data"]["metrics"]}
+    aucs = [{m["key"]: m["value"] for m in run["data"]["metrics"]}["gmia/auc"] for run in children]
+    assert parent_metrics["sweep/gmia/auc_max"] == max(aucs)
+    assert "gmia/auc" not in parent_metrics
+    parent_tags = {t["key"]: t["value"] for t in parents[0]["data"]["tags"]}
+    assert "**gmia**" in parent_tags["mlflow.note.content"]
     parent_id = parents[0]["info"]["run_id"]
     assert parents[0]["info"]["status"] == "FINISHED"
     listed = _get(server, "/api/2.0/mlflow/artifacts/list", run_id=parent_id, path="summary")

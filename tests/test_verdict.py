@@ -15,6 +15,8 @@ from fedgen.reporting.verdict import (
     key_settings,
     observer_of,
     percent,
+    run_note,
+    sweep_headlines,
     sweep_verdicts,
     verdicts,
 )
@@ -225,3 +227,23 @@ def test_every_summary_figure_has_a_caption() -> None:
     names += ["metrics_vs_threshold", "threshold_curves_mia", "client_auc", "training_curves"]
     assert all(caption(n).endswith(".") for n in names)
     assert "threshold" in caption("metrics_vs_threshold") and caption("nope") == ""
+
+
+def test_sweep_headlines_take_each_attacks_best_job_and_skip_per_client_metrics() -> None:
+    records = [
+        run("gmia,lrt", {"gmia/auc": 0.6, "gmia/client_1/auc": 0.99, "lrt/auc": 0.7}),
+        run("gmia,lrt", {"gmia/auc": 0.8, "lrt/auc": 0.65, "lrt/tpr_at_fpr_0.01": 0.2}),
+    ]
+    assert sweep_headlines(records) == {
+        "sweep/gmia/auc_max": 0.8,
+        "sweep/lrt/auc_max": 0.7,
+        "sweep/lrt/tpr_at_fpr_0.01_max": 0.2,
+    }
+    assert sweep_headlines([]) == {}
+
+
+def test_run_note_is_one_bullet_per_verdict() -> None:
+    record = run("mia", membership(0.9, 0.88, 0.92))
+    note = run_note(record)
+    assert note.startswith("- **mia**: ") and note.count("\n- ") == len(verdicts(record)) - 1
+    assert run_note(run("none", {})) == ""

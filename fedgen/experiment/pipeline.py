@@ -38,6 +38,7 @@ from fedgen.figures.run import cohort_figures, run_figures
 from fedgen.models import Model
 from fedgen.reporting import attack_logs
 from fedgen.reporting.report import RunRecord, dump_run_json, write_run_report
+from fedgen.reporting.verdict import NOTE_TAG, run_note
 from fedgen.tracking.trackers import DatasetInfo, MlflowTracker, Tracker, tracked_run
 
 log = logging.getLogger("fedgen")
@@ -323,6 +324,9 @@ def _record(
         git_commit=exp.tags.get("fedgen.git_commit", ""),
     )
     atomic_write_text(exp.output_dir / "run.json", dump_run_json(record))
+    note = run_note(record)
+    if note:  # the run's Description in the MLflow UI: the verdicts in plain words
+        run.set_tags({NOTE_TAG: note})
     # The job's leakage report; its figures, drawn in the background, are linked, not embedded.
     write_run_report(exp.output_dir, record, figures=exp.figures and exp.evaluation is not None)
     return metrics

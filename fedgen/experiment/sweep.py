@@ -20,7 +20,8 @@ from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError, TrackingError
 from fedgen.core.io import atomic_write_text
 from fedgen.experiment.build import build_tracker
-from fedgen.reporting.report import load_run_json, write_summary
+from fedgen.reporting.report import load_run_json, swept_params, write_summary
+from fedgen.reporting.verdict import NOTE_TAG, sweep_headlines, sweep_note
 from fedgen.tracking.liveness import FAILURE_TAG
 from fedgen.tracking.trackers import FAILED, FINISHED, KILLED, PARENT_RUN_FILE, MlflowTracker
 
@@ -87,9 +88,10 @@ class SweepParentRun(Callback):
             raise SystemExit(2) from None
         if not isinstance(tracker, MlflowTracker):
             return
+        overrides = list(config.hydra.overrides.task)
         tracker.start_run(
-            sweep_name(list(config.hydra.overrides.task), time.strftime("%Y-%m-%d %H:%M")),
-            params={},
+            sweep_name(overrides, time.strftime("%Y-%m-%d %H:%M")),
+            params=sweep_params(overrides),
             tags={"fedgen.sweep_dir": str(sweep_dir), "fedgen.role": "sweep"},
         )
         # Jobs run by this process name the parent by its handle, which the MLflow worker turns
@@ -150,9 +152,24 @@ class SweepParentRun(Callback):
             log.info("%s", self._tracker.sweep_where(sweep_dir))
             for path in paths:
                 self._tracker.log_file(path, "summary")
+            self._tracker.log_metrics(sweep_headlines(records))
+            note = sweep_note(records, swept_params(records))
+            if note:
+                self._tracker.set_tags({NOTE_TAG: note})
             attack_log = sweep_dir / "attack_logs.csv"
             if attack_log.exists():
                 self._tracker.log_file(attack_log, "summary")
+
+
+def sweep_params(overrides: Sequence[str]) -> dict[str, str]:
+    """The sweep's command-line overrides as its parent run's params (``threshold`` ->
+    ``0.3,0.45,0.5``; ``+``/``~`` prefixes dropped), so the UI says what the sweep varied."""
+    params: dict[str, str] = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep:
+            params[key.lstrip("+~")] = value
+    return params
 
 
 def _runs_jobs_here(config: DictConfig) -> bool:

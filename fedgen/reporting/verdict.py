@@ -368,3 +368,36 @@ _CAPTIONS = {
     "snp_pca": "The cohort's genotypes on their first two principal components, by phenotype.",
     "top_snp_correlations": "The SNPs most correlated with the phenotype (Pearson r).",
 }
+
+
+NOTE_TAG = "mlflow.note.content"  # the run's Description in MLflow's UI (Markdown)
+
+
+def run_note(record: RunRecord) -> str:
+    """The run's description: one Markdown bullet per verdict, or "" if none."""
+    return "\n".join(f"- **{attack}**: {sentence}" for attack, sentence in verdicts(record))
+
+
+def sweep_note(records: Sequence[RunRecord], swept: Sequence[str]) -> str:
+    """A sweep parent run's description: its verdicts, one bullet per attack and setting."""
+    lines = []
+    for attack, setting, sentence in sweep_verdicts(records, swept):
+        where = f" ({setting})" if setting else ""
+        lines.append(f"- **{attack}**{where}: {sentence}")
+    return "\n".join(lines)
+
+
+def sweep_headlines(records: Sequence[RunRecord]) -> dict[str, float]:
+    """The sweep's headline metrics for its parent run: each membership attack's best AUC,
+    advantage and TPR at 1% false positives over the jobs, as ``sweep/<attack>/<metric>_max``
+    (names of their own, so the parent is no point among its jobs' series in MLflow charts)."""
+    out: dict[str, float] = {}
+    for metric in ("auc", "advantage", "tpr_at_fpr_0.01"):
+        for record in records:
+            for key, value in record.metrics.items():
+                attack, _, rest = key.partition("/")
+                if rest != metric:
+                    continue
+                name = f"sweep/{attack}/{metric}_max"
+                out[name] = max(out.get(name, float("-inf")), float(value))
+    return out
