@@ -114,6 +114,7 @@ def test_runs_metrics_and_figures_are_visible_through_the_rest_api(server: str) 
         (dataset,) = run["inputs"]["dataset_inputs"]  # the cohort, in the UI's Datasets column
         assert dataset["dataset"]["name"] == "synthetic" and len(dataset["dataset"]["digest"]) == 16
         assert 0.0 <= metrics["gmia/f1"] <= 1.0 and 0.0 <= metrics["gmia/auc"] <= 1.0
+        assert not [k for k in metrics if "/client_" in k]  # in run.json, not in the UI's way
         run_id = run["info"]["run_id"]
         history = _get(
             server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key="fed/test_loss"

@@ -111,6 +111,28 @@ def test_the_cohort_is_the_runs_dataset_input(tmp_path: Path) -> None:
     assert run_info.info.status == "FINISHED"
 
 
+def test_per_client_metrics_reach_mlflow_only_when_asked(tmp_path: Path) -> None:
+    metrics = {"gmia/auc": 0.6, "gmia/client_3/auc": 0.7, "alignment/client_accuracy": 0.5}
+    for asked in (False, True):
+        tracker = MlflowTracker(
+            uri=None, experiment=f"t{asked}", launch_dir=tmp_path, per_client_metrics=asked
+        )
+        with tracked_run(tracker, "m", {}, {}) as run:
+            run.log_metrics(metrics)
+    tracking.flush()
+    client = _client(tmp_path)
+    for asked, expected in (
+        (False, {"gmia/auc", "alignment/client_accuracy"}),
+        (True, set(metrics)),
+    ):
+        experiment = client.get_experiment_by_name(f"t{asked}")
+        assert experiment is not None
+        (stored,) = client.search_runs([experiment.experiment_id])
+        assert set(stored.data.metrics) == expected
+    with pytest.raises(TrackingError, match="per_client_metrics"):
+        MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path, per_client_metrics="yes")  # type: ignore[arg-type]
+
+
 def test_a_lost_artifact_fails_the_run_with_the_reason_and_the_next_flush(tmp_path: Path) -> None:
     tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
     tracker.start_run("r", {}, {})

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -111,6 +112,16 @@ class Tracker(Protocol):
     def end_run(self, status: str) -> None:
         """Close the run as ``FINISHED``, ``FAILED`` or ``KILLED`` (interrupted)."""
         ...
+
+
+_PER_CLIENT = re.compile(r"^[^/]+/client_\d+/")
+
+
+def is_headline(metric: str) -> bool:
+    """Whether ``metric`` is logged to MLflow by default: all but the per-client breakdowns
+    (``gmia/client_3/auc``), which stay in ``run.json`` and the report (100+ of a run's metrics
+    that buried the headline ones in the UI; ``tracking.per_client_metrics=true`` logs them)."""
+    return _PER_CLIENT.match(metric) is None
 
 
 def _now_ms() -> int:
@@ -512,6 +523,7 @@ class MlflowTracker:
         launch_dir: Path,
         sweep_dir: Path | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        per_client_metrics: bool = False,
     ) -> None:
         if not isinstance(experiment, str) or not experiment.strip():
             raise TrackingError(
@@ -524,6 +536,11 @@ class MlflowTracker:
         self.experiment = experiment
         self.sweep_dir = sweep_dir
         self.timeout_s = float(timeout_s)
+        if not isinstance(per_client_metrics, bool):
+            raise TrackingError(
+                f"tracking.per_client_metrics={per_client_metrics!r} must be true or false"
+            )
+        self.per_client_metrics = per_client_metrics
         self._handle: str | None = None  # names the open run in requests to the worker
         self._ticket: int | None = None  # the start_run request, whose reply holds the run id
         self._run_id: str | None = None
@@ -655,7 +672,8 @@ class MlflowTracker:
         self.log_history([(step or 0, metrics)])
 
     def log_history(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
-        payload = [[step, {k: float(v) for k, v in m.items()}] for step, m in steps]
+        keep = (lambda k: True) if self.per_client_metrics else is_headline
+        payload = [[step, {k: float(v) for k, v in m.items() if keep(k)}] for step, m in steps]
         self._send("log_history", run_id=self._handle, steps=payload)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
