@@ -91,10 +91,13 @@ def test_log_lines_go_through_the_bar_and_handlers_are_restored(
     try:
         with progress.step("rounds", 2):
             assert handler.stream is not sys.__stdout__  # routed through the live display
-            assert handler.stream is sys.stdout
+            handler.stream.write("a log line that is longer than any terminal " * 5 + "\n")
         assert handler.stream is sys.__stdout__
     finally:
         root.removeHandler(handler)
+    shown = sys.stderr.getvalue()  # type: ignore[attr-defined]
+    # Printed above the bar, whole: not cut into the display's width.
+    assert ("a log line that is longer than any terminal " * 5).rstrip() in shown
 
 
 def test_a_failing_step_closes_the_display(monkeypatch: pytest.MonkeyPatch) -> None:

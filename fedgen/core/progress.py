@@ -17,6 +17,7 @@ training round) appear above the bar instead of being torn by it.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -169,10 +170,34 @@ def _close() -> None:
         _display.streams.clear()
 
 
+class _AboveTheBars(io.TextIOBase):
+    """A text stream whose complete lines the live display prints above its bars, unwrapped
+    (a terminal wraps them as it would have; copied text keeps its lines whole)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        from rich.text import Text
+
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._progress.console.print(Text(line), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.write("\n")
+
+
 def _route_log_handlers() -> None:
-    """Point console log handlers (Hydra's, bound to the real stdout/stderr) at the display's
-    proxies, so a log line is printed above the bar."""
-    originals = {id(sys.__stdout__): sys.stdout, id(sys.__stderr__): sys.stderr}
+    """Point console log handlers (Hydra's, bound to the real stdout/stderr) at the display,
+    so a log line is printed above the bar instead of tearing it."""
+    assert _display.progress is not None
+    originals = {id(sys.__stdout__), id(sys.__stderr__), id(sys.stdout), id(sys.stderr)}
+    above = _AboveTheBars(_display.progress)
     seen: set[int] = set()
     for logger in (logging.getLogger(), logging.getLogger("fedgen")):
         for handler in logger.handlers:
@@ -180,8 +205,6 @@ def _route_log_handlers() -> None:
                 continue
             seen.add(id(handler))
             if isinstance(handler, logging.StreamHandler) and id(handler.stream) in originals:
-                proxy = originals[id(handler.stream)]
-                if proxy is not handler.stream:
-                    old = handler.setStream(proxy)
-                    if old is not None:
-                        _display.streams.append((handler, old))
+                old = handler.setStream(above)
+                if old is not None:
+                    _display.streams.append((handler, old))
