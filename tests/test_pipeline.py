@@ -236,3 +236,30 @@ def test_each_attack_runs_at_its_own_threshold(compose_cfg: Compose, tmp_path: P
     }
     assert run["params"]["attack.gmia.threshold"] == "0.3"
     assert run["params"]["attack.mia.threshold"] == "0.45"
+
+
+def test_a_process_reuses_its_last_simulated_cohort_read_only(tmp_path: Path) -> None:
+    """The jobs of a sweep that differ only after training share the simulated cohort; no job
+    can change it (its arrays are read-only); another seed or source makes another."""
+    from fedgen.data import CsvCohort, SyntheticCohort
+    from fedgen.experiment import pipeline
+
+    source = SyntheticCohort(n_individuals=40, n_snps=6, n_causal=2, n_reference=8)
+    first = pipeline._load_cohort(source, 1)
+    again = pipeline._load_cohort(
+        SyntheticCohort(n_individuals=40, n_snps=6, n_causal=2, n_reference=8), 1
+    )
+    assert again is first
+    assert first.reference is not None
+    for array in (first.genotypes, first.labels, first.reference.genotypes):
+        assert not array.flags.writeable
+    with pytest.raises(ValueError):
+        first.genotypes[0, 0] = 2
+    other = pipeline._load_cohort(source, 2)
+    assert other is not first and not np.array_equal(other.genotypes, first.genotypes)
+    fresh = source.load(pipeline.child_rng(1, "cohort"))
+    assert np.array_equal(pipeline._load_cohort(source, 1).genotypes, fresh.genotypes)
+    path = tmp_path / "c.csv"
+    path.write_text("s1,s2,label\n0,1,0\n2,1,1\n1,0,0\n0,2,1\n")
+    csv_source = CsvCohort(path=str(path))
+    assert pipeline._load_cohort(csv_source, 1) is not pipeline._load_cohort(csv_source, 1)

@@ -341,24 +341,34 @@ def swept_keys(overrides: Sequence[str], sweep_dir: Path | None) -> set[str]:
     ``seed=range(3)``) or not at all (a sweeper's own parameters). Outside a sweep, or
     without that file, none.
     """
-    if sweep_dir is None or not (sweep_dir / "multirun.yaml").is_file():
+    path = sweep_dir / "multirun.yaml" if sweep_dir is not None else None
+    if path is None or not path.is_file():
         return set()
     try:
-        task = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.overrides.task")
+        stat = path.stat()
+        given = _sweep_overrides(str(path), stat.st_mtime_ns, stat.st_size)
     except Exception:  # an unreadable file only costs the order of a name
         return set()
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    return {k for k in keys if given.get(k, True)}
+
+
+@functools.lru_cache(maxsize=4)
+def _sweep_overrides(path: str, mtime_ns: int, size: int) -> dict[str, bool]:
+    """Key -> whether the sweep's ``multirun.yaml`` lists several values for it; parsed once
+    per sweep (Hydra's parser costs 0.06 s a job), again only if the file changes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    task = OmegaConf.select(OmegaConf.load(path), "hydra.overrides.task")
     parser = OverridesParser.create()
-    given: dict[str, bool] = {}  # key -> whether the sweep lists several values for it
+    given: dict[str, bool] = {}
     for line in task or ():
         try:
             (parsed,) = parser.parse_overrides([str(line)])
         except Exception:  # not an override Hydra reads: it cannot be a swept one either
             continue
         given[parsed.get_key_element().lstrip("+~")] = parsed.is_sweep_override()
-    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
-    return {k for k in keys if given.get(k, True)}
+    return given
 
 
 def run_name(
