@@ -259,6 +259,10 @@ def test_a_process_reuses_its_last_simulated_cohort_read_only(tmp_path: Path) ->
     assert other is not first and not np.array_equal(other.genotypes, first.genotypes)
     fresh = source.load(pipeline.child_rng(1, "cohort"))
     assert np.array_equal(pipeline._load_cohort(source, 1).genotypes, fresh.genotypes)
+    # The kept cohort's digest is kept with it, and is the digest of its arrays.
+    reused = pipeline._load_cohort(source, 1)
+    assert pipeline.cohort_digest(reused) == pipeline.cohort_digest(fresh)
+    assert pipeline.cohort_digest(reused) == pipeline.cohort_digest(reused)
     path = tmp_path / "c.csv"
     path.write_text("s1,s2,label\n0,1,0\n2,1,1\n1,0,0\n0,2,1\n")
     csv_source = CsvCohort(path=str(path))

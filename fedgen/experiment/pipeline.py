@@ -81,8 +81,10 @@ def cohort_and_split(training: Training) -> tuple[Cohort, Split]:
 
 # The last simulated cohort this process made, by (source, seed): the jobs of a sweep that
 # differ only after training (thresholds, attacks, evaluation) share it instead of simulating
-# it again (0.15 s of a 0.3 s cache-hit job on the default cohort). Its arrays are read-only.
+# it again (0.15 s of a 0.3 s cache-hit job on the default cohort). Its arrays are read-only,
+# so its digest, once computed, is kept with it (hashing a biobank cohort takes seconds).
 _last_cohort: dict[tuple[CohortSource, int], Cohort] = {}
+_last_digest: dict[int, str] = {}  # id of the cohort in _last_cohort -> its digest
 
 
 def _load_cohort(source: CohortSource, seed: int) -> Cohort:
@@ -98,6 +100,7 @@ def _load_cohort(source: CohortSource, seed: int) -> Cohort:
     cohort = _last_cohort.get(key)
     if cohort is None:
         _last_cohort.clear()  # before simulating: never two biobank-sized cohorts at once
+        _last_digest.clear()
         cohort = _read_only(source.load(child_rng(seed, "cohort")))
         _last_cohort[key] = cohort
     return cohort
@@ -370,7 +373,12 @@ def _record(
 
 def cohort_digest(cohort: Cohort) -> str:
     """SHA-256 hex digest of the cohort's genotypes and labels (with dtypes and shapes)."""
-    return training_key({"cohort": 1}, [cohort.genotypes, cohort.labels])
+    digest = _last_digest.get(id(cohort))
+    if digest is None:
+        digest = training_key({"cohort": 1}, [cohort.genotypes, cohort.labels])
+        if any(kept is cohort for kept in _last_cohort.values()):  # read-only: it cannot change
+            _last_digest[id(cohort)] = digest
+    return digest
 
 
 def _cache_key(exp: Experiment, cohort_digest: str, split: Split) -> str:
