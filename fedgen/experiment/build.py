@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,17 +355,24 @@ def swept_keys(overrides: Sequence[str], sweep_dir: Path | None) -> set[str]:
 
 @functools.lru_cache(maxsize=4)
 def _sweep_overrides(path: str, mtime_ns: int, size: int) -> dict[str, bool]:
-    """Key -> whether the sweep's ``multirun.yaml`` lists several values for it; parsed once
-    per sweep (Hydra's parser costs 0.06 s a job), again only if the file changes."""
+    """:func:`sweep_choices` of the sweep's ``multirun.yaml``; parsed once per sweep (Hydra's
+    parser costs 0.06 s a job), again only if the file changes."""
+    task = OmegaConf.select(OmegaConf.load(path), "hydra.overrides.task")
+    return sweep_choices(str(line) for line in task or ())
+
+
+def sweep_choices(overrides: Iterable[str]) -> dict[str, bool]:
+    """Each override's key (``+``/``~`` dropped) -> whether it lists several values
+    (``federation.num_clients=2,5,10``, ``seed=range(3)``), read by Hydra's own parser; lines
+    Hydra cannot read are left out (they cannot be swept either)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    task = OmegaConf.select(OmegaConf.load(path), "hydra.overrides.task")
     parser = OverridesParser.create()
     given: dict[str, bool] = {}
-    for line in task or ():
+    for line in overrides:
         try:
-            (parsed,) = parser.parse_overrides([str(line)])
-        except Exception:  # not an override Hydra reads: it cannot be a swept one either
+            (parsed,) = parser.parse_overrides([line])
+        except Exception:
             continue
         given[parsed.get_key_element().lstrip("+~")] = parsed.is_sweep_override()
     return given

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError, TrackingError
 from fedgen.core.io import atomic_write_text
-from fedgen.experiment.build import build_tracker
+from fedgen.experiment.build import build_tracker, sweep_choices
 from fedgen.reporting.report import load_run_json, swept_params, write_summary
 from fedgen.reporting.verdict import NOTE_TAG, sweep_headlines, sweep_note
 from fedgen.tracking.liveness import FAILURE_TAG
@@ -28,34 +28,18 @@ from fedgen.tracking.trackers import FAILED, FINISHED, KILLED, PARENT_RUN_FILE, 
 log = logging.getLogger("fedgen")
 
 
-SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
-
-
 def sweep_name(overrides: Sequence[str], when: str) -> str:
     """The parent run's name: the keys the sweep varies (the last part of each) and ``when``.
 
     For example ``sweep num_clients, seed 2026-12-02 14:05`` for
     ``federation.num_clients=3,10 seed=range(3)``; ``sweep 2026-12-02 14:05`` if none varies.
     """
-    swept = []
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if sep and not key.startswith("hydra.") and _varies(value):
-            swept.append(key.rsplit(".", 1)[-1])
+    swept = [
+        key.rsplit(".", 1)[-1]
+        for key, several in sweep_choices(overrides).items()
+        if several and not key.startswith("hydra.")
+    ]
     return " ".join(["sweep", *([", ".join(swept)] if swept else []), when])
-
-
-def _varies(value: str) -> bool:
-    """Whether a Hydra override value lists several values (``a,b``, ``range(3)``, ...)."""
-    if value.startswith(SWEEP_FUNCTIONS):
-        return True
-    depth = 0
-    for char in value:
-        depth += char in "[({"
-        depth -= char in "])}"
-        if char == "," and depth == 0:
-            return True
-    return False
 
 
 class SweepParentRun(Callback):

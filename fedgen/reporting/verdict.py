@@ -392,12 +392,10 @@ def sweep_headlines(records: Sequence[RunRecord]) -> dict[str, float]:
     advantage and TPR at 1% false positives over the jobs, as ``sweep/<attack>/<metric>_max``
     (names of their own, so the parent is no point among its jobs' series in MLflow charts)."""
     out: dict[str, float] = {}
-    for metric in ("auc", "advantage", "tpr_at_fpr_0.01"):
-        for record in records:
-            for key, value in record.metrics.items():
-                attack, _, rest = key.partition("/")
-                if rest != metric:
-                    continue
+    for record in records:
+        for key, value in record.metrics.items():
+            attack, _, metric = key.partition("/")
+            if metric in ("auc", "advantage", "tpr_at_fpr_0.01"):
                 name = f"sweep/{attack}/{metric}_max"
                 out[name] = max(out.get(name, float("-inf")), float(value))
     return out
