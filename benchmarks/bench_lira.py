@@ -1,6 +1,7 @@
 """LiRA's cost (K reference federations trained batched, then scoring) against one federation.
 
-Run: .venv/bin/python benchmarks/bench_lira.py [--repeats N] [--k K] [--setting NAME ...]
+Run: .venv/bin/python benchmarks/bench_lira.py [--repeats N] [--k K] [--workers W]
+    [--setting NAME ...]
 
 Settings: ``default`` (20,000 x 100 SNPs, 5 clients), ``leaky`` (``experiment=leaky``: 1,000 x
 5,000, 5 clients) and ``big`` (10,000 x 10,000 SNPs, 10 clients; minutes). Each federation is
@@ -9,19 +10,28 @@ in turn, round-robin so machine noise affects both alike, after one untimed warm
 for ``big``, whose first calls are timed too and whose median drops the outlier): one
 federation's training (``fedgen.experiment.pipeline.train``, what ``python -m fedgen`` runs) and
 LiRA with ``k`` reference federations (``observe`` + ``run``: reference training and scoring) on
-the paper pool. Prints, per setting, the medians of wall time and of this process's CPU time
-(less sensitive to other processes on a shared machine), their ratios (the target, at most 3x,
-is on wall time), the peak RSS of each step (Linux), where LiRA's time goes (median of each
-part over the same timed calls: observe, the candidates' margins on the attacked model, the
-reference training, the scoring of the candidates under the reference models and the Gaussian
-fit), and LiRA's AUC and TPR at 1% FPR as a sanity check.
+the paper pool. LiRA trains its reference federations in one forked worker per available core
+(``attack.lira.workers``), so the CPU times count this process and its exited children.
+
+Prints, per setting:
+
+- the medians of wall time and of CPU time (less sensitive to other processes on a shared
+  machine) and their ratios to one federation (the target, at most 3x, is on wall time);
+- the peak RSS of each step in this process (Linux), and the largest peak of a forked worker
+  (they share the cohort with this process copy-on-write);
+- where LiRA's time goes (median of each part over the same timed calls: observe, the
+  candidates' margins on the attacked model, the reference training, the scoring of the
+  candidates under the reference models and the Gaussian fit);
+- LiRA's AUC and TPR at 1% FPR as a sanity check.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -61,6 +71,12 @@ def reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have exited, in seconds."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def timed(fn: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
     """``fn``, appending each call's wall time to ``into``."""
 
@@ -74,12 +90,12 @@ def timed(fn: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def bench(setting: str, repeats: int, k: int) -> dict[str, float]:
+def bench(setting: str, repeats: int, k: int, workers: int | None) -> dict[str, float]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*SETTINGS[setting], "tracking=none"])
     training = build_training(cfg)
     cohort, split = cohort_and_split(training)
-    attack = LiRAMIA(k=k, local_epochs=training.federation.local_epochs)
+    attack = LiRAMIA(k=k, local_epochs=training.federation.local_epochs, workers=workers)
     pool = PaperPool().pool(split, child_rng(training.seed, "evaluation"))
     warm = setting != "big"
 
@@ -118,10 +134,10 @@ def bench(setting: str, repeats: int, k: int) -> dict[str, float]:
     for i in range(repeats):
         for name, fn in steps.items():
             reset_peak()
-            start, start_cpu = time.perf_counter(), time.process_time()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             fn()
             times[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
+            cpu[name].append(cpu_seconds() - start_cpu)
             peaks[name] = max(peaks[name], peak_mib())
             print(f"  [{setting} {i + 1}/{repeats}] {name}: {times[name][-1]:.3f} s", flush=True)
     parts["scoring"] = [
@@ -143,6 +159,8 @@ def bench(setting: str, repeats: int, k: int) -> dict[str, float]:
             f"{setting}: {name:<22} {med:8.3f}s {med / base:12.2f}x {med_cpu:8.3f}s "
             f"{med_cpu / base_cpu:12.2f}x {peaks[name]:6.0f} MiB"
         )
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{setting}: largest forked worker's peak RSS {workers:.0f} MiB")
     for name in PARTS:
         med = statistics.median(parts[name])
         print(f"{setting}:   {name:<20} {med:8.3f}s {med / base:12.2f}x")
@@ -172,11 +190,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--k", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="LiRA's processes (default: one per core)"
+    )
     parser.add_argument("--setting", action="append", choices=sorted(SETTINGS))
     args = parser.parse_args()
     quiet_third_party()
     chosen = args.setting or ["default", "leaky"]
-    summary = {setting: bench(setting, args.repeats, args.k) for setting in chosen}
+    summary = {setting: bench(setting, args.repeats, args.k, args.workers) for setting in chosen}
     print(f"{'setting':<10} {'federation':>11} {'lira':>9} {'ratio':>7}")
     for setting, row in summary.items():
         print(f"{setting:<10} {row['federation']:10.3f}s {row['lira']:8.3f}s {row['ratio']:6.2f}x")

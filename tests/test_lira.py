@@ -82,7 +82,7 @@ def test_stacked_training_is_sklearn_partial_fit_with_fedavg(
     coef, intercept = _sklearn_federation(X, y, rows, sizes, rounds=3, epochs=2, **sgd)
     rule = sgd_rule(SGDLogistic(shuffle=False, **sgd))
     assert rule is not None
-    kw = {"rounds": 3, "epochs": 2, "rule": rule, "rng": child_rng(0, "t")}
+    kw = {"rounds": 3, "epochs": 2, "rule": rule, "rngs": _rngs(0, "t", 1)}
     got = train_stacked(X, y, rows[None], sizes, **kw, method=method)  # type: ignore[arg-type]
     scale = max(1.0, float(np.abs(coef).max()))
     assert np.abs(got.coef[0] - coef).max() < 1e-10 * scale
@@ -109,7 +109,7 @@ def test_chunks_groups_and_int8_pools_keep_sklearn_partial_fit(
     assert rule is not None
     done: list[int] = []
     got = train_stacked(
-        X, y, rows, sizes, rounds=3, epochs=2, rule=rule, rng=child_rng(0, "c"), method=method,
+        X, y, rows, sizes, rounds=3, epochs=2, rule=rule, rngs=_rngs(0, "c", 3), method=method,
         on_round=done.append,
     )  # fmt: skip
     assert done == [1, 1, 1]
@@ -121,7 +121,7 @@ def test_chunks_groups_and_int8_pools_keep_sklearn_partial_fit(
         assert abs(got.intercept[k] - intercept) < 1e-12
     same = train_stacked(
         X.astype(np.float64), y, rows, sizes, rounds=3, epochs=2, rule=rule,
-        rng=child_rng(0, "c"), method=method,
+        rngs=_rngs(0, "c", 3), method=method,
     )  # fmt: skip
     np.testing.assert_array_equal(got.client_coef, same.client_coef)  # int8 pool = float pool
 
@@ -132,7 +132,7 @@ def test_stacked_logits_are_each_models_decision_function() -> None:
     y = rng.integers(0, 2, 40)
     rows = np.stack([rng.permutation(40)[:20] for _ in range(4)])
     refs = train_stacked(
-        X, y, rows, (10, 10), rounds=2, epochs=1, rule=SGDRule(), rng=child_rng(0, "l")
+        X, y, rows, (10, 10), rounds=2, epochs=1, rule=SGDRule(), rngs=_rngs(0, "l", 4)
     )
     for client in (None, 0, 1):
         got = refs.logits(X, client)
@@ -149,20 +149,41 @@ def test_stacked_logits_are_each_models_decision_function() -> None:
             np.testing.assert_allclose(got[:, k], MODEL.decision_function(params, X), atol=1e-12)
 
 
-def test_a_stacked_run_is_k_separate_runs() -> None:
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_stacked_run_is_k_separate_runs_in_any_number_of_processes(shuffle: bool) -> None:
+    # Each federation's arithmetic and row orders are its own: training all at once, one at a
+    # time, or split over forked workers gives the same numbers bit for bit (auto resolves to
+    # the primal form here, the one that is split over processes).
     rng = np.random.default_rng(2)
-    X = rng.integers(0, 3, (80, 12)).astype(np.float64)
+    X = rng.integers(0, 3, (80, 12)).astype(np.int8)
     y = rng.integers(0, 2, 80)
-    rows = np.stack([rng.permutation(80)[:30] for _ in range(3)])
-    rule = SGDRule(shuffle=False)
-    both = train_stacked(X, y, rows, (10, 20), rounds=2, epochs=1, rule=rule, rng=child_rng(0, "a"))
-    for k in range(3):
+    rows = np.stack([rng.permutation(80)[:30] for _ in range(5)])
+    rule = SGDRule(shuffle=shuffle)
+    kw = {"rounds": 3, "epochs": 2, "rule": rule}
+    both = train_stacked(X, y, rows, (10, 20), **kw, rngs=_rngs(0, "a", 5))  # type: ignore[arg-type]
+    for workers in (2, 3, 5, 8):
+        split = train_stacked(X, y, rows, (10, 20), **kw, rngs=_rngs(0, "a", 5), workers=workers)  # type: ignore[arg-type]
+        for f in dataclasses.fields(both):
+            np.testing.assert_array_equal(getattr(split, f.name), getattr(both, f.name))
+    for k in range(5):
         one = train_stacked(
-            X, y, rows[k : k + 1], (10, 20), rounds=2, epochs=1, rule=rule, rng=child_rng(0, "b")
+            X,
+            y,
+            rows[k : k + 1],
+            (10, 20),
+            **kw,
+            rngs=_rngs(0, "a", 5)[k : k + 1],  # type: ignore[arg-type]
         )
-        np.testing.assert_array_equal(both.coef[k], one.coef[0])
-        np.testing.assert_array_equal(both.client_coef[k], one.client_coef[0])
-        np.testing.assert_array_equal(both.intercept[k], one.intercept[0])
+        for f in dataclasses.fields(both):
+            np.testing.assert_array_equal(getattr(both, f.name)[k], getattr(one, f.name)[0])
+    if shuffle:  # the orders really are drawn: another stream gives other models
+        other = train_stacked(X, y, rows, (10, 20), **kw, rngs=_rngs(1, "a", 5))  # type: ignore[arg-type]
+        assert not np.array_equal(other.coef, both.coef)
+
+
+def _rngs(seed: int, name: str, k: int) -> list[np.random.Generator]:
+    """One generator per federation."""
+    return [child_rng(seed, f"{name}/{i}") for i in range(k)]
 
 
 @settings(max_examples=15, deadline=None)
@@ -176,7 +197,7 @@ def test_primal_and_dual_forms_agree(seed: int, n: int, p: int) -> None:
     rule = SGDRule(learning_rate="constant", eta0=0.05)
     runs = [
         train_stacked(
-            X, y, rows, (n, n), rounds=2, epochs=2, rule=rule, rng=child_rng(seed, "o"), method=m
+            X, y, rows, (n, n), rounds=2, epochs=2, rule=rule, rngs=_rngs(seed, "o", 2), method=m
         )
         for m in ("primal", "dual")
     ]

@@ -18,6 +18,7 @@ from fedgen.attacks.signals import ModelChoice, decision_values
 from fedgen.attacks.views import MembershipView, membership_view
 from fedgen.core import progress
 from fedgen.core.errors import ConfigError
+from fedgen.core.forked import available_cores
 from fedgen.core.records import AttackResult
 from fedgen.core.seeding import child_rng
 from fedgen.models.stacked import SGDRule, StackedFederations, sgd_rule, train_stacked
@@ -97,6 +98,9 @@ class LiRAMIA:
     fixed_variance : bool
     local_epochs : int >= 1
         Local epochs per round of the target federation (``${federation.local_epochs}``).
+    workers : int >= 1 or None
+        Processes that train the reference federations (None: one per available core). The
+        scores are the same bit for bit whatever the number.
     """
 
     kind: ClassVar[str] = "membership"
@@ -110,6 +114,7 @@ class LiRAMIA:
         k: int = 16,
         fixed_variance: bool = True,
         local_epochs: int = 1,
+        workers: int | None = None,
     ) -> None:
         self.name = name or "lira"
         self.observer = check_observer(self.name, observer or "public", self.observers)
@@ -124,7 +129,15 @@ class LiRAMIA:
                 f"attack.{self.name}.local_epochs={local_epochs!r} must be a positive integer "
                 "(the federation's, ${federation.local_epochs})"
             )
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+        ):
+            raise ConfigError(
+                f"attack.{self.name}.workers={workers!r} must be a positive integer or null "
+                "(one per available core)"
+            )
         self.k, self.fixed_variance, self.local_epochs = k, fixed_variance, local_epochs
+        self.workers = workers
 
     def observe(self, arena: Arena) -> Observation[LiRAView]:
         """The candidates, the recipe and the reference individuals; membership stays out."""
@@ -183,9 +196,13 @@ class LiRAMIA:
             rounds=view.rounds,
             epochs=view.epochs,
             rule=view.rule,
-            rng=child_rng(view.seed, f"attack/{self.name}/reference-order"),
+            rngs=[
+                child_rng(view.seed, f"attack/{self.name}/reference-order/{k}")
+                for k in range(self.k)
+            ],
             initial_coef=initial["coef"],
             initial_intercept=float(initial["intercept"][0]),
+            workers=available_cores() if self.workers is None else self.workers,
             on_round=on_round,
         )
 
