@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,32 +42,35 @@ def test_results_come_back_in_order_from_other_processes() -> None:
     assert _children() <= before  # no child of fork_map's left
 
 
-def test_a_failing_child_is_an_error_naming_its_exception() -> None:
-    before = _children()  # e.g. drawing processes of earlier tests
-    def piece(i: int) -> int:
-        if i == 1:
-            raise ValueError("bad piece 1")
-        return i
+def _raise(i: int) -> int:
+    raise ValueError(f"bad piece {i}")
 
-    with pytest.raises(RuntimeError, match="bad piece 1"):
+
+def _die(i: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+@pytest.mark.parametrize(
+    ("fail", "message"),
+    [(_raise, "(?s)failed:.*ValueError: bad piece 1"), (_die, "died without a result.*SIGKILL")],
+)
+def test_a_child_that_fails_or_dies_is_an_error_naming_why(
+    fail: Callable[[int], int], message: str
+) -> None:
+    before = _children()  # e.g. drawing processes of earlier tests
+
+    def piece(i: int) -> int:
+        return fail(i) if i == 1 else i
+
+    with pytest.raises(RuntimeError, match=message):
         fork_map(piece, range(3))
-    assert _children() <= before  # no child of fork_map's left
-
-
-def test_a_child_killed_without_a_result_is_an_error() -> None:
-    before = _children()  # e.g. drawing processes of earlier tests
-    def piece(i: int) -> int:
-        if i == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return i
-
-    with pytest.raises(RuntimeError, match=r"died without a result.*SIGKILL"):
-        fork_map(piece, range(2))
     assert _children() <= before  # no child of fork_map's left
 
 
 def test_a_failure_here_stops_the_children() -> None:
     before = _children()  # e.g. drawing processes of earlier tests
+
     def piece(i: int) -> int:
         if i == 0:
             raise KeyboardInterrupt  # e.g. Ctrl-C while the parent computes its piece

@@ -40,7 +40,7 @@ implementations, while this one is deterministic run to run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -486,6 +486,24 @@ class _Recipe:
     w0: NDArray[np.float64]
     b0: float
 
+    @property
+    def weights(self) -> NDArray[np.float64]:
+        """FedAvg's weights, the clients' shares of the rows, shape (1, C, 1)."""
+        return np.asarray((self.sizes / self.sizes.sum())[None, :, None], np.float64)
+
+
+def _epochs(
+    rows: NDArray[np.intp], rngs: list[np.random.Generator], recipe: _Recipe
+) -> Iterator[tuple[_Epoch, bool]]:
+    """Every epoch's schedule for the federations ``rows`` (K, sum(sizes)), in order, each
+    with True if it ends a FedAvg round."""
+    client_rows = _client_rows(rows, recipe.sizes)
+    client_sizes, t = np.tile(recipe.sizes, rows.shape[0]), np.ones(client_rows.shape[0])
+    for _ in range(recipe.rounds):
+        for e in range(recipe.epochs):
+            ep = _epoch(client_rows, client_sizes, t, recipe.rule, rngs)
+            yield ep, e == recipe.epochs - 1
+
 
 def _client_rows(rows: NDArray[np.intp], sizes: NDArray[np.int64]) -> NDArray[np.intp]:
     """Every client's rows (K * C, max size), federation-major, short clients padded with a
@@ -511,20 +529,16 @@ def _train_primal(
     """The primal form for the federations ``rows`` (K', sum(sizes)) on the pool ``Xx``
     (N, p + 1) whose last column is room for the intercept."""
     k_fed, c, p = rows.shape[0], recipe.sizes.shape[0], Xx.shape[1] - 1
-    client_rows, client_sizes = _client_rows(rows, recipe.sizes), np.tile(recipe.sizes, k_fed)
-    weights = (recipe.sizes / recipe.sizes.sum())[None, :, None]
-    t = np.ones(k_fed * c)
     W = np.empty((k_fed * c, p + 1))  # each client's [coef, intercept]
     W[:, :p], W[:, p] = recipe.w0, recipe.b0
     client = W.reshape(k_fed, c, p + 1)
-    for _ in range(recipe.rounds):
-        for _ in range(recipe.epochs):
-            ep = _epoch(client_rows, client_sizes, t, recipe.rule, rngs)
-            _primal_epoch(W, Xx, y, ep, recipe.rule.fit_intercept)
-        client = W.reshape(k_fed, c, p + 1).copy()
-        W[:] = np.repeat((client * weights).sum(axis=1), c, axis=0)
-        if on_round is not None:
-            on_round(1)
+    for ep, round_end in _epochs(rows, rngs, recipe):
+        _primal_epoch(W, Xx, y, ep, recipe.rule.fit_intercept)
+        if round_end:
+            client = W.reshape(k_fed, c, p + 1).copy()
+            W[:] = np.repeat((client * recipe.weights).sum(axis=1), c, axis=0)
+            if on_round is not None:
+                on_round(1)
     return StackedFederations(
         W[::c, :p].copy(), W[::c, p].copy(), client[..., :p].copy(), client[..., p].copy()
     )
@@ -540,24 +554,20 @@ def _train_dual(
 ) -> StackedFederations:
     """The dual form for the federations ``rows`` (K, sum(sizes)) on the pool ``X`` (N, p)."""
     k_fed, c, w0 = rows.shape[0], recipe.sizes.shape[0], recipe.w0
-    m = k_fed * c
-    client_rows, client_sizes = _client_rows(rows, recipe.sizes), np.tile(recipe.sizes, k_fed)
-    weights = (recipe.sizes / recipe.sizes.sum())[None, :, None]
-    t = np.ones(m)
+    m, weights = k_fed * c, recipe.weights
     G, xw0 = _gram(X), _pool_product(w0[None, :], X.T)[0]
     s, A, b = np.ones(m), np.zeros((m, X.shape[0])), np.full(m, recipe.b0)
     client_s, client_A, client_b = s.reshape(k_fed, c), A.reshape(k_fed, c, -1), b.reshape(k_fed, c)
-    for _ in range(recipe.rounds):
-        for _ in range(recipe.epochs):
-            ep = _epoch(client_rows, client_sizes, t, recipe.rule, rngs)
-            _dual_epoch(s, A, b, G, xw0, y, ep, recipe.rule.fit_intercept)
-        client_s, client_A = s.reshape(k_fed, c).copy(), A.reshape(k_fed, c, -1).copy()
-        client_b = b.reshape(k_fed, c).copy()
-        s[:] = np.repeat((client_s * weights[..., 0]).sum(axis=1), c)
-        A[:] = np.repeat((client_A * weights).sum(axis=1), c, axis=0)
-        b[:] = np.repeat((client_b * weights[..., 0]).sum(axis=1), c)
-        if on_round is not None:
-            on_round(1)
+    for ep, round_end in _epochs(rows, rngs, recipe):
+        _dual_epoch(s, A, b, G, xw0, y, ep, recipe.rule.fit_intercept)
+        if round_end:
+            client_s, client_A = s.reshape(k_fed, c).copy(), A.reshape(k_fed, c, -1).copy()
+            client_b = b.reshape(k_fed, c).copy()
+            s[:] = np.repeat((client_s * weights[..., 0]).sum(axis=1), c)
+            A[:] = np.repeat((client_A * weights).sum(axis=1), c, axis=0)
+            b[:] = np.repeat((client_b * weights[..., 0]).sum(axis=1), c)
+            if on_round is not None:
+                on_round(1)
     client_coef = client_s[..., None] * w0 + _pool_product(client_A, X)
     coef = s[::c, None] * w0 + _pool_product(A[::c], X)
     return StackedFederations(coef, b[::c].copy(), client_coef, client_b)
