@@ -1,8 +1,8 @@
 """Run independent pieces of numpy work on several cores: the first here, the rest in forks.
 
 Threads do not help the stacked reference training (:mod:`fedgen.models.stacked`): it makes
-thousands of small numpy calls per second and some of them (``np.vecdot``, ``np.matmul``)
-hold the GIL, so two threads ran slower than one. Forked children share the parent's arrays
+thousands of small numpy calls per second, so the GIL is rarely free (two threads of small
+``np.matmul`` calls took twice one thread's time), and two threads ran slower than one. Forked children share the parent's arrays
 copy-on-write (nothing is pickled on the way in), compute their piece and send the result back
 through a pipe, pickled; the parent computes the first piece meanwhile.
 
