@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError
-from fedgen.tracking.trackers import prestart_worker
+from fedgen.tracking.trackers import prestart_worker, quick_open
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -204,7 +204,9 @@ def _main() -> None:
     from hydra_plugins.fedgen_sweeper import FedgenSweeper
 
     Plugins.instance().register(FedgenSweeper)
-    hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
+    # A store a quick check vouches for is opened by MLflow while the first job goes on.
+    with quick_open():
+        hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
     figure_pool.wait()  # figures are drawn in the background: let them finish and be logged
     try:
         flush()  # MLflow stores the last job's results in the background: wait, and check

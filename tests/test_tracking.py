@@ -308,3 +308,80 @@ def test_in_memory_tracker_records_what_was_logged() -> None:
         raise ValueError
     assert tracker.runs[0]["metrics"] == {"m": [(1, 1.0), (2, 2.0)]}
     assert tracker.runs[0]["status"] == "FAILED"
+
+
+def _ready_store(tmp_path: Path) -> Path:
+    """A store that MLflow opened (and checked) once, as an earlier command leaves it."""
+    MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+    tracking.flush()
+    return tmp_path / "mlflow.db"
+
+
+def test_the_quick_check_vouches_only_for_a_store_as_mlflow_left_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from fedgen.tracking.precheck import schema_head, sqlite_store_ready
+
+    assert schema_head() == _get_latest_schema_revision()
+    db = _ready_store(tmp_path)
+    experiment_id = _client(tmp_path).get_experiment_by_name("t").experiment_id
+    assert sqlite_store_ready(db, "t") == experiment_id
+    assert sqlite_store_ready(db, "unknown") is None  # MLflow must create it
+    assert sqlite_store_ready(tmp_path / "none.db", "t") is None  # MLflow must create it
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN IMMEDIATE")  # another process is writing: not quick
+    assert sqlite_store_ready(db, "t") is None
+    holder.execute("ROLLBACK")
+    (tmp_path / "mlruns").rename(tmp_path / "moved")  # no artifact directory
+    assert sqlite_store_ready(db, "t") is None
+    (tmp_path / "moved").rename(tmp_path / "mlruns")
+    assert sqlite_store_ready(db, "t") == experiment_id
+    holder.execute("UPDATE alembic_version SET version_num = 'older'")
+    holder.commit()
+    assert sqlite_store_ready(db, "t") is None  # another schema: MLflow says what to do
+    holder.close()
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_text("not a database")
+    assert sqlite_store_ready(corrupt, "t") is None
+    _client(tmp_path).delete_experiment(experiment_id)
+    assert sqlite_store_ready(db, "t") is None
+
+
+def test_quick_open_still_waits_for_a_store_it_cannot_vouch_for(tmp_path: Path) -> None:
+    (tmp_path / "mlflow.db").write_text("not a database")
+    with tracking.quick_open(), pytest.raises(TrackingError, match="not a readable MLflow"):
+        MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+
+
+def test_a_store_that_fails_after_the_quick_check_fails_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedgen.tracking import precheck
+
+    (tmp_path / "mlflow.db").write_text("not a database")
+    monkeypatch.setattr(precheck, "sqlite_store_ready", lambda db, experiment: "1")
+    with tracking.quick_open():
+        tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)  # no wait
+    assert tracker.experiment_id == "1"
+    tracker.start_run("r", {}, {})
+    tracker.log_metrics({"m": 1.0})
+    tracker.end_run("FINISHED")
+    with pytest.raises(TrackingError, match="not a readable MLflow SQLite database"):
+        tracking.flush()  # the store's own error, not its sequels'
+    tracking.flush()  # reported once
+
+
+def test_quick_open_opens_a_good_store_and_logs_to_it(tmp_path: Path) -> None:
+    _ready_store(tmp_path)
+    if tracking._worker is not None:
+        tracking._worker.stores.clear()  # as a new command's worker would
+    with tracking.quick_open():
+        tracker = MlflowTracker(uri=None, experiment="t", launch_dir=tmp_path)
+    with tracked_run(tracker, "r", {"p": "1"}, {}):
+        tracker.log_metrics({"m": 2.0})
+    tracking.flush()
+    run = _only_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"m": 2.0}
+    assert tracker.experiment_id == run.info.experiment_id
