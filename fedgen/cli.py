@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -204,8 +205,13 @@ def _main() -> None:
     from hydra_plugins.fedgen_sweeper import FedgenSweeper
 
     Plugins.instance().register(FedgenSweeper)
-    # A store a quick check vouches for is opened by MLflow while the first job goes on.
-    with quick_open():
+    with contextlib.ExitStack() as stack:
+        # A store a quick check vouches for is opened by MLflow while the first job goes on.
+        stack.enter_context(quick_open())
+        if any(a in ("--multirun", "-m") for a in args):
+            from fedgen.experiment.sweep import SweepConfigs
+
+            stack.enter_context(SweepConfigs().install())  # jobs differing in values only
         hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")(_job)()
     figure_pool.wait()  # figures are drawn in the background: let them finish and be logged
     try:
