@@ -2,9 +2,10 @@
 
 Threads do not help the stacked reference training (:mod:`fedgen.models.stacked`): it makes
 thousands of small numpy calls per second, so the GIL is rarely free (two threads of small
-``np.matmul`` calls took twice one thread's time), and two threads ran slower than one. Forked children share the parent's arrays
-copy-on-write (nothing is pickled on the way in), compute their piece and send the result back
-through a pipe, pickled; the parent computes the first piece meanwhile.
+``np.matmul`` calls took twice one thread's time), and two threads ran slower than one.
+Forked children share the parent's arrays copy-on-write (nothing is pickled on the way in),
+compute their piece and send the result back through a pipe, pickled; the parent computes the
+first piece meanwhile.
 
 Only on Linux (``os.fork``; macOS's system libraries are not fork-safe) and only when more than
 one piece is asked for; elsewhere every piece runs here, one after the other. Callers make the
