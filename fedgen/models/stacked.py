@@ -459,7 +459,7 @@ def train_stacked(
     recipe = _Recipe(client_n, rounds, epochs, rule, w0, float(initial_intercept))
     yf = np.asarray(y, np.float64)
     if method == "dual":
-        return _train_dual(X, yf, fed_rows, list(rngs), recipe, on_round)
+        return _train("dual", X, yf, fed_rows, list(rngs), recipe, on_round)
     Xx = np.empty((X.shape[0], p + 1), X.dtype)  # room for the intercept's row value
     Xx[:, :p], Xx[:, p] = X, 0
     blocks = np.array_split(np.arange(k_fed), max(1, min(workers, k_fed)))
@@ -467,7 +467,7 @@ def train_stacked(
     def block(i: int) -> StackedFederations:
         fed = blocks[i]
         done = on_round if i == 0 else None
-        return _train_primal(Xx, yf, fed_rows[fed], [rngs[k] for k in fed], recipe, done)
+        return _train("primal", Xx, yf, fed_rows[fed], [rngs[k] for k in fed], recipe, done)
 
     parts = fork_map(block, range(len(blocks)))
     return StackedFederations(
@@ -518,33 +518,8 @@ def _client_rows(rows: NDArray[np.intp], sizes: NDArray[np.int64]) -> NDArray[np
     return out
 
 
-def _train_primal(
-    Xx: NDArray[np.number[Any]],
-    y: NDArray[np.float64],
-    rows: NDArray[np.intp],
-    rngs: list[np.random.Generator],
-    recipe: _Recipe,
-    on_round: Callable[[int], None] | None,
-) -> StackedFederations:
-    """The primal form for the federations ``rows`` (K', sum(sizes)) on the pool ``Xx``
-    (N, p + 1) whose last column is room for the intercept."""
-    k_fed, c, p = rows.shape[0], recipe.sizes.shape[0], Xx.shape[1] - 1
-    W = np.empty((k_fed * c, p + 1))  # each client's [coef, intercept]
-    W[:, :p], W[:, p] = recipe.w0, recipe.b0
-    client = W.reshape(k_fed, c, p + 1)
-    for ep, round_end in _epochs(rows, rngs, recipe):
-        _primal_epoch(W, Xx, y, ep, recipe.rule.fit_intercept)
-        if round_end:
-            client = W.reshape(k_fed, c, p + 1).copy()
-            W[:] = np.repeat((client * recipe.weights).sum(axis=1), c, axis=0)
-            if on_round is not None:
-                on_round(1)
-    return StackedFederations(
-        W[::c, :p].copy(), W[::c, p].copy(), client[..., :p].copy(), client[..., p].copy()
-    )
-
-
-def _train_dual(
+def _train(
+    form: Literal["primal", "dual"],
     X: NDArray[np.number[Any]],
     y: NDArray[np.float64],
     rows: NDArray[np.intp],
@@ -552,22 +527,42 @@ def _train_dual(
     recipe: _Recipe,
     on_round: Callable[[int], None] | None,
 ) -> StackedFederations:
-    """The dual form for the federations ``rows`` (K, sum(sizes)) on the pool ``X`` (N, p)."""
-    k_fed, c, w0 = rows.shape[0], recipe.sizes.shape[0], recipe.w0
-    m, weights = k_fed * c, recipe.weights
-    G, xw0 = _gram(X), _pool_product(w0[None, :], X.T)[0]
-    s, A, b = np.ones(m), np.zeros((m, X.shape[0])), np.full(m, recipe.b0)
-    client_s, client_A, client_b = s.reshape(k_fed, c), A.reshape(k_fed, c, -1), b.reshape(k_fed, c)
+    """The federations ``rows`` (K, sum(sizes)) in ``form``: ``primal`` on the pool ``X``
+    (N, p + 1) whose last column is room for the intercept, ``dual`` on the pool ``X`` (N, p).
+
+    Every client's state is one row of each state array (primal: ``[W]``, W (K C, p + 1);
+    dual: ``[s, A, b]``); after each round FedAvg replaces every row by its federation's
+    weighted mean, and the last round's rows are the models the clients returned.
+    """
+    k_fed, c, fit = rows.shape[0], recipe.sizes.shape[0], recipe.rule.fit_intercept
+    m, p = k_fed * c, X.shape[1] - (form == "primal")
+    G = xw0 = np.empty(0)
+    if form == "primal":
+        W = np.empty((m, p + 1))  # each client's [coef, intercept]
+        W[:, :p], W[:, p] = recipe.w0, recipe.b0
+        state = [W]
+    else:
+        G, xw0 = _gram(X), _pool_product(recipe.w0[None, :], X.T)[0]
+        state = [np.ones(m), np.zeros((m, X.shape[0])), np.full(m, recipe.b0)]  # s, A, b
+    clients = [a.reshape(k_fed, c, -1).copy() for a in state]
     for ep, round_end in _epochs(rows, rngs, recipe):
-        _dual_epoch(s, A, b, G, xw0, y, ep, recipe.rule.fit_intercept)
+        if form == "primal":
+            _primal_epoch(state[0], X, y, ep, fit)
+        else:
+            _dual_epoch(state[0], state[1], state[2], G, xw0, y, ep, fit)
         if round_end:
-            client_s, client_A = s.reshape(k_fed, c).copy(), A.reshape(k_fed, c, -1).copy()
-            client_b = b.reshape(k_fed, c).copy()
-            s[:] = np.repeat((client_s * weights[..., 0]).sum(axis=1), c)
-            A[:] = np.repeat((client_A * weights).sum(axis=1), c, axis=0)
-            b[:] = np.repeat((client_b * weights[..., 0]).sum(axis=1), c)
+            clients = [a.reshape(k_fed, c, -1).copy() for a in state]
+            for a, client in zip(state, clients, strict=True):
+                mean = (client * recipe.weights).sum(axis=1)  # (K, width)
+                a.reshape(m, -1)[:] = np.repeat(mean, c, axis=0)
             if on_round is not None:
                 on_round(1)
-    client_coef = client_s[..., None] * w0 + _pool_product(client_A, X)
-    coef = s[::c, None] * w0 + _pool_product(A[::c], X)
-    return StackedFederations(coef, b[::c].copy(), client_coef, client_b)
+    if form == "primal":
+        W, client = state[0], clients[0]
+        return StackedFederations(
+            W[::c, :p].copy(), W[::c, p].copy(), client[..., :p].copy(), client[..., p].copy()
+        )
+    (s_, A, b), (client_s, client_A, client_b) = state, clients
+    client_coef = client_s * recipe.w0 + _pool_product(client_A, X)
+    coef = s_[::c, None] * recipe.w0 + _pool_product(A[::c], X)
+    return StackedFederations(coef, b[::c].copy(), client_coef, client_b[..., 0])
