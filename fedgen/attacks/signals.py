@@ -9,7 +9,7 @@ matrix, and casts one chunk at a time to float64.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -108,6 +108,28 @@ def attacked_chunks(
             yield params, part, x
 
 
+RowSignal = Callable[[Model, Params, NDArray[np.float64], NDArray[np.integer]], NDArray[np.float64]]
+"""A per-row signal of a chunk: (model, params, rows x (k, p), labels (k,)) -> float64 (k,)."""
+
+
+def _per_target(
+    signals: Sequence[RowSignal],
+    model: Model,
+    server: FederationResult,
+    choice: ModelChoice,
+    X: Features,
+    y: NDArray[np.integer],
+    clients: NDArray[np.int64],
+) -> list[NDArray[np.float64]]:
+    """Each of ``signals`` for every target on its attacked model, each float64 (n,): every
+    chunk of :func:`attacked_chunks` is cast once and read by all of them."""
+    outs = [np.empty(n_rows(X)) for _ in signals]
+    for params, part, x in attacked_chunks(server, choice, clients, X):
+        for out, signal in zip(outs, signals, strict=True):
+            out[part] = signal(model, params, x, y[part])
+    return outs
+
+
 def _log_norms(
     model: Model, params: Params, x: NDArray[np.float64], y: NDArray[np.integer]
 ) -> NDArray[np.float64]:
@@ -148,10 +170,7 @@ def log_gradient_norms(
     is read from the gradient at the label whose residual is at least 1/2 in size (so dividing
     by it loses nothing). Float64 (n,); finite even where ``||g||`` rounds to 0.
     """
-    out = np.empty(n_rows(X))
-    for params, part, x in attacked_chunks(server, choice, clients, X):
-        out[part] = _log_norms(model, params, x, y[part])
-    return out
+    return _per_target((_log_norms,), model, server, choice, X, y, clients)[0]
 
 
 def gradient_norms(
@@ -163,10 +182,7 @@ def gradient_norms(
     clients: NDArray[np.int64],
 ) -> NDArray[np.float64]:
     """Each target's per-sample log-loss gradient norm on its attacked model, float64 (n,)."""
-    out = np.empty(n_rows(X))
-    for params, part, x in attacked_chunks(server, choice, clients, X):
-        out[part] = _norms(model, params, x, y[part])
-    return out
+    return _per_target((_norms,), model, server, choice, X, y, clients)[0]
 
 
 def norms_and_log_norms(
@@ -184,10 +200,7 @@ def norms_and_log_norms(
     (ndarray of float64, ndarray of float64), each shape (n,)
         ``||g||`` and ``log ||g||``, bit for bit those of the two functions.
     """
-    norms, log_norms = np.empty(n_rows(X)), np.empty(n_rows(X))
-    for params, part, x in attacked_chunks(server, choice, clients, X):
-        norms[part] = _norms(model, params, x, y[part])
-        log_norms[part] = _log_norms(model, params, x, y[part])
+    norms, log_norms = _per_target((_norms, _log_norms), model, server, choice, X, y, clients)
     return norms, log_norms
 
 
