@@ -72,7 +72,11 @@ def auc(scores: ArrayLike, truth: ArrayLike) -> float:
 
 def advantage(scores: ArrayLike, truth: ArrayLike) -> float:
     """Membership advantage max_t TPR - FPR (Yeom et al. 2018) over the `roc` points; >= 0."""
-    fpr, tpr = roc(scores, truth)
+    return _advantage(*roc(scores, truth))
+
+
+def _advantage(fpr: Floats, tpr: Floats) -> float:
+    """max TPR - FPR over ROC points ``fpr``, ``tpr`` (each (k,))."""
     return float(np.max(tpr - fpr))
 
 
@@ -90,9 +94,13 @@ def tpr_at_fpr(scores: ArrayLike, truth: ArrayLike, max_fpr: float) -> float | N
     small can be observed, so the number would say nothing about that FPR.
     """
     s, t = _inputs(scores, truth, both=True)
-    if np.count_nonzero(~t) < min_negatives(max_fpr):
+    return _tpr_at(*roc(s, t), int(np.count_nonzero(~t)), max_fpr)
+
+
+def _tpr_at(fpr: Floats, tpr: Floats, n_neg: int, max_fpr: float) -> float | None:
+    """:func:`tpr_at_fpr` on ROC points ``fpr``, ``tpr`` (each (k,)) of ``n_neg`` non-members."""
+    if n_neg < min_negatives(max_fpr):
         return None
-    fpr, tpr = roc(s, t)
     return float(np.max(tpr[fpr <= max_fpr]))
 
 
@@ -239,11 +247,10 @@ def attack_metrics(
         names = ("auc", "advantage", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", *_CI_KEYS)
         return out, dict.fromkeys(names, why)
     fpr, tpr = roc(s, t)  # once, for the advantage and each TPR at low FPR
-    out |= {"auc": auc(s, t), "advantage": float(np.max(tpr - fpr))}
+    out |= {"auc": auc(s, t), "advantage": _advantage(fpr, tpr)}
     omitted: dict[str, str] = {}
     for max_fpr in (0.01, 0.001):
-        # As tpr_at_fpr, on the ROC points above.
-        value = None if n_neg < min_negatives(max_fpr) else float(np.max(tpr[fpr <= max_fpr]))
+        value = _tpr_at(fpr, tpr, n_neg, max_fpr)
         if value is None:
             need = min_negatives(max_fpr)
             omitted[f"tpr_at_fpr_{max_fpr}"] = f"needs >= {need} non-members, pool has {n_neg}"
