@@ -535,7 +535,7 @@ def _train(
     weighted mean, and the last round's rows are the models the clients returned.
     """
     k_fed, c, fit = rows.shape[0], recipe.sizes.shape[0], recipe.rule.fit_intercept
-    m, p = k_fed * c, X.shape[1] - (form == "primal")
+    m, p = k_fed * c, X.shape[1] - 1 if form == "primal" else X.shape[1]
     G = xw0 = np.empty(0)
     if form == "primal":
         W = np.empty((m, p + 1))  # each client's [coef, intercept]
