@@ -10,14 +10,12 @@ before anything is written.
 
 from __future__ import annotations
 
-import copy
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 from hydra import compose, initialize_config_module
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
@@ -26,6 +24,7 @@ from omegaconf import DictConfig
 
 from fedgen.core.errors import ConfigError, FedgenError
 from fedgen.experiment.build import check_config
+from fedgen.experiment.overrides import sets_plain_key, with_overrides
 
 CONFIG_MODULE = "fedgen.conf"
 CONFIG_NAME = "config"
@@ -100,7 +99,8 @@ def preflight(args: Sequence[str]) -> int:
             for value in values[1:]:
                 jobs += 1
                 # A plain key: its value changes, not the config files (no new composition).
-                cfg = _changed(base, o, value, ours) if _plain_key(o, groups) else None
+                plain = sets_plain_key(o, groups.__contains__)
+                cfg = _changed(base, o, value, ours) if plain else None
                 if cfg is None:
                     others = [_line(x, value if x is o else _first(x)) for x in ours]
                     cfg = _compose(others, ours)
@@ -167,12 +167,6 @@ def _compose(lines: list[str], overrides: Sequence[Override]) -> DictConfig:
         raise ConfigError(_explain(exc, overrides)) from None
 
 
-def _plain_key(o: Override, groups: Mapping[str, Any]) -> bool:
-    """Whether ``o`` changes a key's value (not a config group, nor adds or deletes a key)."""
-    group = o.key_or_group.replace(".", "/") in groups
-    return o.type.name == "CHANGE" and o.package is None and not group
-
-
 def _changed(
     base: DictConfig, o: Override, value: str, overrides: Sequence[Override]
 ) -> DictConfig | None:
@@ -185,12 +179,10 @@ def _changed(
     (override,) = _parse([_line(o, value)])
     if isinstance(override.value(), dict):
         return None
-    cfg = copy.deepcopy(base)
     try:
-        ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        return with_overrides(base, [override])
     except HydraException as exc:
         raise ConfigError(_explain(exc, overrides)) from None
-    return cfg
 
 
 def _check(cfg: DictConfig, where: str) -> None:

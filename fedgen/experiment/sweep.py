@@ -21,6 +21,7 @@ from fedgen.core import lifecycle
 from fedgen.core.errors import FedgenError, TrackingError
 from fedgen.core.io import atomic_write_text
 from fedgen.experiment.build import build_tracker, sweep_choices
+from fedgen.experiment.overrides import sets_plain_key, with_overrides
 from fedgen.reporting.report import load_run_json, swept_params, write_summary
 from fedgen.reporting.verdict import NOTE_TAG, sweep_headlines, sweep_note
 from fedgen.tracking.liveness import FAILURE_TAG
@@ -196,7 +197,7 @@ class SweepConfigs:
         return cfg
 
     def _derive(self, loader: Any, master: DictConfig, overrides: list[str]) -> DictConfig | None:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+        from hydra._internal.config_loader_impl import get_overrides_dirname
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
         from omegaconf import Container, OmegaConf, open_dict
@@ -228,9 +229,8 @@ class SweepConfigs:
         task = [o.input_line for o in old if not o.is_hydra_override()]
         if list(template.hydra.overrides.task) != task:
             return None  # not the config Hydra composed for ``before``: compose
-        cfg = copy.deepcopy(template)
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
+            cfg = with_overrides(template, changed)
         except HydraException:
             return None  # Hydra's own composition reports it
         app = [o for o in new if not o.is_hydra_override()]
@@ -268,10 +268,8 @@ class SweepConfigs:
 
 def _plain(override: Any, repository: Any) -> bool:
     """Whether ``override`` sets a plain key to a scalar (see :class:`SweepConfigs`)."""
-    if override.is_hydra_override() or override.package is not None:
+    if override.is_hydra_override() or override.is_sweep_override():
         return False
-    if override.type.name != "CHANGE" or override.is_sweep_override():
-        return False
-    if repository.group_exists(override.key_or_group.replace(".", "/")):
+    if not sets_plain_key(override, repository.group_exists):
         return False
     return not isinstance(override.value(), dict | list)
